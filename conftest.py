@@ -1,0 +1,1 @@
+"""Repository-level pytest configuration (fixtures live in tests/conftest.py)."""

@@ -1,0 +1,34 @@
+"""dask-cellucid: export gene expression for the Cellucid viewer, in parallel, at any scale."""
+
+from __future__ import annotations
+
+from .api import Export, ExportResult, prepare
+from .errors import (
+    CellucidExportError,
+    ExportWarning,
+    GeneIdError,
+    InputShapeError,
+    InvalidOptionError,
+    TargetExistsError,
+    UnsupportedInputError,
+)
+from .reader import read_gene, read_genes, read_manifest
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CellucidExportError",
+    "Export",
+    "ExportResult",
+    "ExportWarning",
+    "GeneIdError",
+    "InputShapeError",
+    "InvalidOptionError",
+    "TargetExistsError",
+    "UnsupportedInputError",
+    "__version__",
+    "prepare",
+    "read_gene",
+    "read_genes",
+    "read_manifest",
+]

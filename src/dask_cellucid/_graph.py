@@ -1,0 +1,107 @@
+"""The Dask graph: one task per gene-column block, in one place.
+
+Each task encodes its block, writes the block's payloads in one bulk write and
+its journal record, and returns only small :class:`GeneEntry` records: payload
+bytes never travel back to the client. The manifest is written from those
+records once every task has finished.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dask
+import dask.array as da
+from dask.delayed import Delayed
+
+from . import codecs, journal, kernels
+from .sink import Target
+from .types import Encoding, GeneEntry, Plan
+
+TASK_PREFIX = "cellucid-block"
+
+
+@dataclass(frozen=True, slots=True)
+class BlockJob:
+    """What one block task needs: only its own slice of the plan (cheap to ship)."""
+
+    start: int
+    gene_ids: tuple[str, ...]
+    paths: tuple[str, ...]
+    encoding: Encoding
+    fingerprint: str
+
+
+def block_jobs(plan: Plan) -> list[BlockJob]:
+    fp = plan.fingerprint()
+    return [
+        BlockJob(
+            start=s,
+            gene_ids=plan.gene_ids[s : s + n],
+            paths=tuple(plan.payload_path(p) for p in range(s, s + n)),
+            encoding=plan.encoding,
+            fingerprint=fp,
+        )
+        for s, n in zip(plan.block_starts, plan.block_sizes, strict=True)
+    ]
+
+
+def encode_files(block: Any, job: BlockJob) -> tuple[dict[str, bytes], list[GeneEntry]]:
+    """Encode one block into its files and manifest entries (no I/O)."""
+    enc = job.encoding
+    payloads = kernels.encode_block(block, enc.bits, enc.rounding)
+    if payloads.values.shape[0] != len(job.gene_ids):
+        msg = f"block at gene {job.start} has {payloads.values.shape[0]} columns, expected {len(job.gene_ids)}"
+        raise AssertionError(msg)
+    files: dict[str, bytes] = {}
+    entries: list[GeneEntry] = []
+    for k, path in enumerate(job.paths):
+        row = payloads.values[k]
+        data = codecs.gzip_member(row, enc.compression, enc.codec) if enc.compression else row.tobytes()
+        files[path] = data
+        entries.append(
+            GeneEntry(
+                position=job.start + k,
+                gene_id=job.gene_ids[k],
+                lo=float(payloads.lo[k]),
+                hi=float(payloads.hi[k]),
+                n_nonfinite=int(payloads.n_nonfinite[k]),
+                nbytes=len(data),
+            )
+        )
+    return files, entries
+
+
+def write_block(block: Any, job: BlockJob, target: Target) -> list[GeneEntry]:
+    """The block task: encode, write payloads, then the journal record."""
+    files, entries = encode_files(block, job)
+    target.write(files)
+    rel, record = journal.block_record(job.fingerprint, job.start, entries)
+    target.write({rel: record})
+    return entries
+
+
+def build(
+    x: da.Array, plan: Plan, target: Target, skip: Sequence[int] = ()
+) -> list[Delayed]:
+    """One delayed task per block still to write; ``x`` is already chunked by block.
+
+    Blocks listed in ``skip`` (already written by an earlier run) get no task;
+    Dask culls their reads from the graph.
+    """
+    expected = ((plan.n_cells,), plan.block_sizes)
+    if x.chunks != expected:
+        msg = f"source chunks {x.chunks} do not match the plan's blocks {expected}"
+        raise AssertionError(msg)
+    blocks = x.to_delayed(optimize_graph=True).ravel()
+    skipped = set(skip)
+    fp = plan.fingerprint()
+    return [
+        dask.delayed(write_block, pure=False)(
+            blocks[i], job, target, dask_key_name=f"{TASK_PREFIX}-{fp[:8]}-{job.start}"
+        )
+        for i, job in enumerate(block_jobs(plan))
+        if i not in skipped
+    ]

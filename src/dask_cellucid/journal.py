@@ -1,0 +1,101 @@
+"""The export's journal: what lets an interrupted export resume safely.
+
+``.dask-cellucid/export.json`` names the plan's fingerprint (settings, gene
+list, file names); each finished block task leaves
+``.dask-cellucid/blocks/<fingerprint>-<start>.json`` with its genes' results and
+payload sizes. A re-run with the same plan trusts a gene only when its record
+carries the same fingerprint and the file on storage has the recorded size.
+The journal is removed once the manifest is written.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+
+from .sink import Target
+from .types import MANIFEST_NAME, VAR_DIR, GeneEntry, Plan
+
+JOURNAL_DIR = ".dask-cellucid"
+_HEAD = f"{JOURNAL_DIR}/export.json"
+_BLOCKS = f"{JOURNAL_DIR}/blocks"
+
+
+def read_fingerprint(target: Target) -> str | None:
+    raw = target.read(_HEAD)
+    if raw is None:
+        return None
+    try:
+        return str(json.loads(raw)["fingerprint"])
+    except (ValueError, KeyError, TypeError):
+        return "<unreadable>"
+
+
+def begin(target: Target, plan: Plan) -> None:
+    head = {"tool": "dask-cellucid", "fingerprint": plan.fingerprint(), "n_genes": plan.n_genes}
+    target.write({_HEAD: json.dumps(head).encode()})
+
+
+def block_record(plan_fingerprint: str, start: int, entries: Sequence[GeneEntry]) -> tuple[str, bytes]:
+    """The path and bytes of one block's record (written by the block task)."""
+    rows = []
+    for e in entries:
+        row = asdict(e)
+        # NaN bounds of empty genes are stored as null: records are strict JSON too.
+        row["lo"], row["hi"] = (None, None) if not e.has_finite else (e.lo, e.hi)
+        rows.append(row)
+    text = json.dumps({"fingerprint": plan_fingerprint, "entries": rows}, allow_nan=False)
+    return f"{_BLOCKS}/{plan_fingerprint}-{start}.json", text.encode()
+
+
+def completed(target: Target, plan: Plan) -> dict[int, GeneEntry]:
+    """Genes already written intact by an earlier run of the same plan."""
+    fp = plan.fingerprint()
+    records = [p for p in target.sizes(_BLOCKS) if p.rsplit("/", 1)[-1].startswith(fp + "-")]
+    if not records:
+        return {}
+    on_disk = target.sizes(VAR_DIR)
+    done: dict[int, GeneEntry] = {}
+    for rel in records:
+        raw = target.read(rel)
+        try:
+            body = json.loads(raw or b"")
+            if body["fingerprint"] != fp:
+                continue
+            entries = [_entry(e) for e in body["entries"]]
+        except (ValueError, KeyError, TypeError):
+            continue  # a damaged record proves nothing; the block is redone
+        for e in entries:
+            ok = (
+                0 <= e.position < plan.n_genes
+                and plan.gene_ids[e.position] == e.gene_id
+                and on_disk.get(plan.payload_path(e.position)) == e.nbytes
+            )
+            if ok:
+                done[e.position] = e
+    return done
+
+
+def _entry(d: dict[str, object]) -> GeneEntry:
+    nan = float("nan")
+    return GeneEntry(
+        position=int(d["position"]),  # type: ignore[arg-type]
+        gene_id=str(d["gene_id"]),
+        lo=nan if d["lo"] is None else float(d["lo"]),  # type: ignore[arg-type]
+        hi=nan if d["hi"] is None else float(d["hi"]),  # type: ignore[arg-type]
+        n_nonfinite=int(d["n_nonfinite"]),  # type: ignore[arg-type]
+        nbytes=int(d["nbytes"]),  # type: ignore[arg-type]
+    )
+
+
+def clear(target: Target) -> None:
+    target.remove_tree(JOURNAL_DIR)
+
+
+def has_payloads(target: Target) -> bool:
+    return any(not p.rsplit("/", 1)[-1].startswith(".") for p in target.sizes(VAR_DIR))
+
+
+def has_manifest(target: Target) -> bool:
+    return target.exists(MANIFEST_NAME)

@@ -1,0 +1,198 @@
+"""Block kernels: a block of gene columns in, one payload vector per gene out.
+
+Pure NumPy (scipy.sparse only to recognise and convert a sparse block): no
+Dask, no storage, so every function here can be tested alone. The arithmetic
+follows spec section 2; codes are computed in float64 from the float32 values
+the viewer would see, exactly as the reference writer does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from .types import Bits, Rounding
+
+# Codes are computed in float64 over at most this many values at a time, so a
+# block's transient memory stays a small multiple of its payload size.
+_CHUNK_VALUES = 1 << 20
+# The reference writer nudges by 1e-8 before truncating (to match its R twin
+# at exact integer boundaries); "floor" must do the same to match its bytes.
+_FLOOR_NUDGE = 1e-8
+
+
+def max_code(bits: Bits) -> int:
+    """254 for 8 bits, 65534 for 16; ``max_code + 1`` is the missing marker."""
+    return (1 << bits) - 2
+
+
+def code_dtype(bits: Bits | None) -> np.dtype[Any]:
+    return np.dtype({None: "<f4", 8: "<u1", 16: "<u2"}[bits])
+
+
+@dataclass(frozen=True, slots=True)
+class BlockPayloads:
+    """The encoded genes of one block.
+
+    Attributes
+    ----------
+    values
+        ``(n_genes_in_block, n_cells)``, C order: row ``k`` is exactly the
+        little-endian payload of the block's ``k``-th gene (codes, or float32).
+    lo, hi
+        Raw bounds over each gene's finite values, float64; NaN if none.
+    n_nonfinite
+        Count of NaN/+Inf/-Inf cells per gene.
+    """
+
+    values: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    n_nonfinite: np.ndarray
+
+
+def codes_for(
+    values: np.ndarray, lo: np.ndarray | float, scale: np.ndarray | float, bits: Bits,
+    rounding: Rounding,
+) -> np.ndarray:
+    """Codes of finite ``values`` given each value's gene ``lo`` and ``scale``.
+
+    ``scale`` is ``max_code / (hi - lo)``, or 0 for a constant gene (all codes
+    0). Non-finite values give garbage here; callers overwrite them with the
+    marker.
+    """
+    t = values.astype(np.float64)
+    t -= lo
+    t *= scale
+    if rounding == "nearest":
+        np.rint(t, out=t)
+    else:
+        t += _FLOOR_NUDGE
+        np.floor(t, out=t)
+    np.clip(t, 0, max_code(bits), out=t)
+    return t.astype(code_dtype(bits))
+
+
+def _scales(lo: np.ndarray, hi: np.ndarray, bits: Bits) -> np.ndarray:
+    span = hi - lo
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = np.where(span > 0, max_code(bits) / span, 0.0)
+    return np.where(np.isfinite(scale), scale, 0.0)
+
+
+def encode_dense(x: np.ndarray, bits: Bits | None, rounding: Rounding = "nearest") -> BlockPayloads:
+    """Encode a dense ``(n_cells, w)`` block (any real dtype)."""
+    xt = np.ascontiguousarray(np.asarray(x).T, dtype=np.float32)  # (w, n_cells)
+    w, n = xt.shape
+    if np.issubdtype(np.asarray(x).dtype, np.integer) or np.asarray(x).dtype == bool:
+        finite = None  # integers are always finite; skip the mask
+        n_nonfinite = np.zeros(w, np.int64)
+    else:
+        finite = np.isfinite(xt)
+        n_nonfinite = n - finite.sum(axis=1, dtype=np.int64)
+        if not n_nonfinite.any():
+            finite = None
+    if n == 0:
+        lo = hi = np.full(w, np.nan)
+    elif finite is None:
+        lo, hi = xt.min(axis=1).astype(np.float64), xt.max(axis=1).astype(np.float64)
+    else:
+        lo = np.where(finite, xt, np.inf).min(axis=1).astype(np.float64)
+        hi = np.where(finite, xt, -np.inf).max(axis=1).astype(np.float64)
+        empty = ~np.isfinite(lo)
+        lo[empty] = hi[empty] = np.nan
+    if bits is None:
+        return BlockPayloads(xt, lo, hi, n_nonfinite)
+
+    scale = _scales(lo, hi, bits)
+    codes = np.empty((w, n), code_dtype(bits))
+    rows = max(1, _CHUNK_VALUES // max(n, 1))
+    for r in range(0, w, rows):
+        sl = slice(r, r + rows)
+        codes[sl] = codes_for(xt[sl], lo[sl, None], scale[sl, None], bits, rounding)
+    if finite is not None:
+        codes[~finite] = max_code(bits) + 1
+    return BlockPayloads(codes, lo, hi, n_nonfinite)
+
+
+def encode_csc(
+    data: np.ndarray,
+    indices: np.ndarray,
+    indptr: np.ndarray,
+    n_cells: int,
+    bits: Bits | None,
+    rounding: Rounding = "nearest",
+) -> BlockPayloads:
+    """Encode a canonical CSC block (sorted, no duplicate entries) without densifying it.
+
+    Only the stored values are quantized; each gene's vector is prefilled with
+    the code of zero, since a column with fewer stored values than cells has an
+    implicit zero inside its bounds.
+    """
+    w = len(indptr) - 1
+    counts = np.diff(indptr)
+    col = np.repeat(np.arange(w), counts)
+    d32 = np.asarray(data, dtype=np.float32)
+    if np.issubdtype(data.dtype, np.integer) or data.dtype == bool:
+        finite = None
+        n_nonfinite = np.zeros(w, np.int64)
+    else:
+        finite = np.isfinite(d32)
+        n_nonfinite = np.bincount(col[~finite], minlength=w).astype(np.int64)
+        if not n_nonfinite.any():
+            finite = None
+
+    lo, hi = np.full(w, np.inf), np.full(w, -np.inf)
+    nonempty = counts > 0
+    if nonempty.any():
+        starts = indptr[:-1][nonempty]
+        lo_src = d32 if finite is None else np.where(finite, d32, np.inf)
+        hi_src = d32 if finite is None else np.where(finite, d32, -np.inf)
+        lo[nonempty] = np.minimum.reduceat(lo_src, starts)
+        hi[nonempty] = np.maximum.reduceat(hi_src, starts)
+    implicit_zero = counts < n_cells
+    lo[implicit_zero] = np.minimum(lo[implicit_zero], 0.0)
+    hi[implicit_zero] = np.maximum(hi[implicit_zero], 0.0)
+    empty = ~np.isfinite(lo)
+    lo[empty] = hi[empty] = np.nan
+
+    if bits is None:
+        out = np.zeros((w, n_cells), code_dtype(None))
+        out[col, indices] = d32
+        return BlockPayloads(out, lo, hi, n_nonfinite)
+
+    scale = _scales(lo, hi, bits)
+    zero_code = codes_for(np.zeros(w), np.nan_to_num(lo), scale, bits, rounding)
+    out = np.empty((w, n_cells), code_dtype(bits))
+    out[:] = zero_code[:, None]
+    stored = codes_for(d32, np.nan_to_num(lo)[col], scale[col], bits, rounding)
+    if finite is not None:
+        stored[~finite] = max_code(bits) + 1
+    out[col, indices] = stored
+    return BlockPayloads(out, lo, hi, n_nonfinite)
+
+
+def encode_block(block: Any, bits: Bits | None, rounding: Rounding = "nearest") -> BlockPayloads:
+    """Encode one ``(n_cells, w)`` block, dense or any scipy.sparse format."""
+    if sp.issparse(block):
+        csc = sp.csc_matrix(block)  # copies only if not already CSC
+        if not csc.has_canonical_format:
+            csc = csc.copy()
+            csc.sum_duplicates()
+        return encode_csc(csc.data, csc.indices, csc.indptr, csc.shape[0], bits, rounding)
+    return encode_dense(np.asarray(block), bits, rounding)
+
+
+def decode(codes: np.ndarray, lo: float, hi: float, bits: Bits) -> np.ndarray:
+    """The viewer's decode: ``lo + code * (hi - lo) / max_code`` in float64, as float32.
+
+    The missing marker decodes to NaN. ``lo``/``hi`` are the bounds as written
+    in the manifest.
+    """
+    top = max_code(bits)
+    out = (lo + codes.astype(np.float64) * ((hi - lo) / top)).astype(np.float32)
+    out[codes == top + 1] = np.nan
+    return out

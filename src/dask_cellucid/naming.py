@@ -1,0 +1,160 @@
+"""Gene ids and the file names they become (spec section 3).
+
+Pure functions over strings: no I/O, no NumPy, so they are cheap to test with
+property-based tests.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+
+from .errors import GeneIdError
+
+_OUTSIDE_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_SHOW = 10  # how many offenders an error message lists
+
+
+def sanitize_key(gene_id: str) -> str:
+    """The file stem the viewer substitutes for ``gene_id`` in the ``key`` layout.
+
+    Every run of characters outside ``[A-Za-z0-9._-]`` becomes one ``_``, then
+    leading and trailing ``.`` and ``_`` are stripped. Returns ``""`` when
+    nothing is left (the caller refuses such ids; the lenient reader would fall
+    back to ``field``, the strict one throws).
+
+    Examples
+    --------
+    >>> sanitize_key("A/B"), sanitize_key("cell type"), sanitize_key(".hidden_")
+    ('A_B', 'cell_type', 'hidden')
+    """
+    return _OUTSIDE_SAFE.sub("_", gene_id).strip("._")
+
+
+def make_unique(ids: Sequence[str], join: str = "-") -> list[str]:
+    """Rename repeated ids ``X, X-1, X-2, ...`` the way anndata does.
+
+    The first occurrence keeps its name; a generated name never reuses one
+    already present.
+    """
+    taken = set(ids)
+    seen: set[str] = set()
+    next_suffix: dict[str, int] = defaultdict(lambda: 1)
+    out = []
+    for name in ids:
+        if name not in seen:
+            seen.add(name)
+            out.append(name)
+            continue
+        k = next_suffix[name]
+        while f"{name}{join}{k}" in taken:
+            k += 1
+        new = f"{name}{join}{k}"
+        next_suffix[name] = k + 1
+        taken.add(new)
+        seen.add(new)
+        out.append(new)
+    return out
+
+
+def _listing(groups: Iterable[Iterable[str]]) -> str:
+    groups = list(groups)
+    shown = "; ".join(" / ".join(repr(g) for g in group) for group in groups[:_SHOW])
+    more = f" (and {len(groups) - _SHOW} more)" if len(groups) > _SHOW else ""
+    return shown + more
+
+
+def duplicates(ids: Sequence[str]) -> list[str]:
+    """Ids that occur more than once, in order of first repeat."""
+    seen: set[str] = set()
+    dup: dict[str, None] = {}
+    for name in ids:
+        if name in seen:
+            dup[name] = None
+        seen.add(name)
+    return list(dup)
+
+
+def resolve_ids(ids: Sequence[str], *, layout: str, make_names_unique: bool) -> list[str]:
+    """Check exported ids for the layout, renaming only if asked.
+
+    Raises
+    ------
+    GeneIdError
+        Listing every duplicate, file-name collision or unusable id.
+    """
+    ids = [str(i) for i in ids]
+    dup = duplicates(ids)
+    if dup:
+        if not make_names_unique:
+            msg = (
+                f"{len(dup)} gene id(s) occur more than once among the exported genes: "
+                f"{_listing([d] for d in dup)}. Pass make_unique=True to rename repeats "
+                "'X-1', 'X-2', ... (as anndata's var_names_make_unique does), or choose a "
+                "var_gene_id_column whose values are unique."
+            )
+            raise GeneIdError(msg)
+        ids = make_unique(ids)
+    if layout == "index":
+        _check_index_names(ids)
+        return ids
+    return _resolve_key_collisions(ids, make_names_unique=make_names_unique)
+
+
+def _check_index_names(ids: Sequence[str]) -> None:
+    bad = [
+        i
+        for i in ids
+        if not i or i != i.strip() or any(unicodedata.category(c) == "Cc" for c in i)
+    ]
+    if bad:
+        msg = (
+            f"{len(bad)} gene id(s) are empty, carry leading/trailing white space or "
+            f"control characters, which the 'index' layout's reader refuses: "
+            f"{_listing([b] for b in bad)}. Clean them in var (e.g. var_names.str.strip())."
+        )
+        raise GeneIdError(msg)
+
+
+def _resolve_key_collisions(ids: list[str], *, make_names_unique: bool) -> list[str]:
+    empty = [i for i in ids if not sanitize_key(i)]
+    if empty:
+        msg = (
+            f"{len(empty)} gene id(s) have no character usable in a file name "
+            f"(only [A-Za-z0-9._-] survive): {_listing([e] for e in empty)}. Rename them, "
+            "or use layout='index', where names never reach a path."
+        )
+        raise GeneIdError(msg)
+    by_file: dict[str, list[str]] = defaultdict(list)
+    for name in ids:
+        by_file[sanitize_key(name).lower()].append(name)
+    clashes = [group for group in by_file.values() if len(group) > 1]
+    if not clashes:
+        return ids
+    if not make_names_unique:
+        msg = (
+            f"{len(clashes)} group(s) of gene ids would share one file under var/ (ids that "
+            "differ only in characters outside [A-Za-z0-9._-], or only in letter case, which "
+            f"collide on macOS and Windows): {_listing(clashes)}. Pass make_unique=True to "
+            "rename the later ones 'X-1', 'X-2', ..., or use layout='index'."
+        )
+        raise GeneIdError(msg)
+    taken = {sanitize_key(i).lower() for i in ids}
+    seen: set[str] = set()
+    out = []
+    for name in ids:
+        stem = sanitize_key(name).lower()
+        if stem not in seen:
+            seen.add(stem)
+            out.append(name)
+            continue
+        k = 1
+        while sanitize_key(f"{name}-{k}").lower() in taken:
+            k += 1
+        new = f"{name}-{k}"
+        taken.add(sanitize_key(new).lower())
+        seen.add(sanitize_key(new).lower())
+        out.append(new)
+    return out
