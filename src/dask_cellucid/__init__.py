@@ -11,8 +11,10 @@ from .errors import (
     InvalidOptionError,
     TargetExistsError,
     UnsupportedInputError,
+    VerificationError,
 )
 from .reader import read_gene, read_genes, read_manifest
+from .validate import ValidationReport, VerifyReport, validate, verify
 
 __version__ = "0.1.0"
 
@@ -26,9 +28,14 @@ __all__ = [
     "InvalidOptionError",
     "TargetExistsError",
     "UnsupportedInputError",
+    "ValidationReport",
+    "VerificationError",
+    "VerifyReport",
     "__version__",
     "prepare",
     "read_gene",
     "read_genes",
     "read_manifest",
+    "validate",
+    "verify",
 ]

@@ -7,14 +7,14 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 from dask.utils import parse_bytes
 
-from . import _graph, _progress, _scheduler, codecs, dataset, journal, manifest, plan as planning
+from . import _graph, _progress, _scheduler, codecs, dataset, journal, manifest
+from . import plan as planning
 from .adapters import Source, as_source
 from .errors import (
     ExportWarning,
@@ -25,6 +25,9 @@ from .errors import (
 )
 from .sink import Target
 from .types import MANIFEST_NAME, VAR_DIR, Encoding, GeneEntry, Layout, Plan, Rounding
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 log = logging.getLogger("dask_cellucid")
 
@@ -88,6 +91,7 @@ class Export:
         self,
         scheduler: Any = None,
         num_workers: int | None = None,
+        *,
         progress: bool | None = None,
     ) -> ExportResult:
         """Write every payload, then the manifest (and folder files), and return a summary.
@@ -108,6 +112,9 @@ class Export:
         plan, target = self.plan, self.target
         if progress is None:
             progress = sys.stderr.isatty()
+        # [issue 4] refuse an unknown scheduler before anything is written
+        _scheduler.check(scheduler)
+        # [/issue 4]
         existing_identity = self._check_target()
         done = self._withdraw_or_resume()
         target.prepare()
@@ -123,13 +130,21 @@ class Export:
         n_done = sum(plan.block_sizes[i] for i in skip)
         log.info(
             "exporting %d genes x %d cells in %d block tasks to %r%s",
-            plan.n_genes, plan.n_cells, len(tasks), target,
+            plan.n_genes,
+            plan.n_cells,
+            len(tasks),
+            target,
             f" ({n_done} genes already written)" if n_done else "",
         )
         with _scheduler.resolve(scheduler, num_workers) as (local, client):
             results = _progress.run(
-                tasks, n_genes=plan.n_genes, initial=n_done, scheduler=local, client=client,
-                num_workers=num_workers, progress=progress,
+                tasks,
+                n_genes=plan.n_genes,
+                initial=n_done,
+                scheduler=local,
+                client=client,
+                num_workers=num_workers,
+                progress=progress,
             )
         entries = [e for part in results for e in part]
         for i in skip:
@@ -150,8 +165,12 @@ class Export:
         target.write({MANIFEST_NAME: manifest.dumps(doc)})
         if self.embeddings:
             ident = dataset.identity(
-                n_cells=plan.n_cells, n_genes=plan.n_genes, dims=sorted(self.embeddings),
-                encoding=plan.encoding, layout=plan.layout, **self.identity_options,
+                n_cells=plan.n_cells,
+                n_genes=plan.n_genes,
+                dims=sorted(self.embeddings),
+                encoding=plan.encoding,
+                layout=plan.layout,
+                **self.identity_options,
             )
             target.write({dataset.IDENTITY_NAME: dataset.dumps(ident)})
         elif existing_identity is not None:
@@ -159,10 +178,14 @@ class Export:
             target.write({dataset.IDENTITY_NAME: dataset.dumps(ident)})
         journal.clear(target)
         result = ExportResult(
-            url=target.url, n_cells=plan.n_cells, n_genes=plan.n_genes,
+            url=target.url,
+            n_cells=plan.n_cells,
+            n_genes=plan.n_genes,
             n_genes_written=plan.n_genes - n_done,
-            payload_bytes=sum(e.nbytes for e in entries), seconds=time.perf_counter() - t0,
-            layout=plan.layout, manifest=doc,
+            payload_bytes=sum(e.nbytes for e in entries),
+            seconds=time.perf_counter() - t0,
+            layout=plan.layout,
+            manifest=doc,
         )
         log.info("%s", result)
         return result
@@ -236,9 +259,9 @@ def _warn_about(entries: Sequence[GeneEntry]) -> None:
         warnings.warn(msg, ExportWarning, stacklevel=3)
     zero = [e.gene_id for e in entries if e.all_zero]
     if zero:
-        shown = ", ".join(map(repr, zero[:_SHOW]))
+        shown = ", ".join(map(repr, zero[:_SHOW])) + (", ..." if len(zero) > _SHOW else "")
         msg = (
-            f"{len(zero)} gene(s) are zero in every cell ({shown}{', ...' if len(zero) > _SHOW else ''}); "
+            f"{len(zero)} gene(s) are zero in every cell ({shown}); "
             "they are exported, but colour nothing. Filter them out "
             "(e.g. scanpy.pp.filter_genes(adata, min_cells=1)) if that is unexpected."
         )
@@ -247,9 +270,7 @@ def _warn_about(entries: Sequence[GeneEntry]) -> None:
 
 # -- argument checking ---------------------------------------------------------------
 def _check_bits(var_quantization: Any) -> Literal[8, 16] | None:
-    if var_quantization is None or (
-        type(var_quantization) is int and var_quantization in (8, 16)
-    ):
+    if var_quantization is None or (type(var_quantization) is int and var_quantization in (8, 16)):
         return var_quantization  # type: ignore[no-any-return]
     msg = (
         f"var_quantization={var_quantization!r} must be None (float32), 8 or 16. 8 bits is "
@@ -259,11 +280,14 @@ def _check_bits(var_quantization: Any) -> Literal[8, 16] | None:
 
 
 def _check_compression(compression: Any) -> int | None:
-    if compression is None or compression == 0 and type(compression) is int:
+    if compression is None or (compression == 0 and type(compression) is int):
         return None
     if type(compression) is int and 1 <= compression <= 9:
         return compression
-    msg = f"compression={compression!r} must be None or 0 (off), or a gzip level from 1 to 9 (6 is typical)."
+    msg = (
+        f"compression={compression!r} must be None or 0 (off), or a gzip level from 1 to 9 "
+        "(6 is typical)."
+    )
     raise InvalidOptionError(msg)
 
 
@@ -327,11 +351,33 @@ def _check_alignment(var: pd.DataFrame, shape: tuple[int, int]) -> None:
     raise InputShapeError(msg)
 
 
+# --- begin: issue 3 (AnnData inputs) ---
+def _check_var_matches(var: pd.DataFrame, own: pd.DataFrame, shape: tuple[int, int]) -> None:
+    """A ``var`` passed with an AnnData must describe the AnnData's genes, in order."""
+    n_cells, n_genes = shape
+    if len(var) == n_cells and len(var) != n_genes:
+        msg = (
+            f"var has {len(var)} rows, one per cell, but must have one per gene ({n_genes}): "
+            "it looks like adata.obs. Pass var=adata.var, or leave var out (the AnnData's "
+            "own var is used)."
+        )
+        raise InputShapeError(msg)
+    if len(var) != len(own) or not var.index.equals(own.index):
+        msg = (
+            f"var (index {list(var.index[:3])}..., {len(var)} rows) is not the AnnData's var "
+            f"(var_names {list(own.index[:3])}..., {len(own)} rows); they must list the same "
+            "genes in the same order. Leave var out to use the AnnData's own var, and use "
+            "var_gene_id_column= to take gene ids from one of its columns."
+        )
+        raise InputShapeError(msg)
+
+
+# --- end: issue 3 ---
 def _n_threads(scheduler: Any, num_workers: int | None) -> int:
     if hasattr(scheduler, "nthreads"):
         try:
             return max(1, sum(scheduler.nthreads().values()))
-        except Exception:  # noqa: BLE001 - only an estimate for block sizing
+        except Exception:
             return os.cpu_count() or 1
     return num_workers or os.cpu_count() or 1
 
@@ -369,6 +415,7 @@ def prepare(
     dataset_description: str = "",
     created_at: str | None = None,
     compute: bool = True,
+    verify: bool = False,  # [validate.py] opt-in verification pass
 ) -> ExportResult | Export:
     """Export gene expression to a Cellucid folder, one Dask task per block of genes.
 
@@ -438,6 +485,10 @@ def prepare(
         re-exports are byte-identical.
     compute
         ``False`` returns the planned :class:`Export` without running it.
+    verify
+        After writing, read every gene back and compare it with the source
+        (:func:`dask_cellucid.verify`); raise :class:`VerificationError` if any
+        is wrong. Reads the source a second time.
 
     Returns
     -------
@@ -455,12 +506,18 @@ def prepare(
     _check_choice("layout", layout, ("key", "index"))
     _check_choice("rounding", rounding, ("nearest", "floor"))
     _check_choice("missing_genes", missing_genes, ("raise", "warn"))
-    for flag, value in (("force", force), ("make_unique", make_unique), ("resume", resume)):
+    for flag, value in (
+        ("force", force),
+        ("make_unique", make_unique),
+        ("resume", resume),
+        ("verify", verify),
+    ):
         if not isinstance(value, bool):
             msg = f"{flag} must be True or False, got {value!r}."
             raise InvalidOptionError(msg)
-    encoding = Encoding(bits=bits, compression=level, rounding=rounding,
-                        codec=codecs.resolve_codec(codec) if level else "zlib")
+    encoding = Encoding(
+        bits=bits, compression=level, rounding=rounding, codec=codecs.resolve_codec(codec)
+    )
     if gene_expression is None:
         msg = "gene_expression is required: the (n_cells, n_genes) matrix to export."
         raise InvalidOptionError(msg)
@@ -468,6 +525,10 @@ def prepare(
     budget = parse_bytes(max_memory) if isinstance(max_memory, str) else max_memory
     source = as_source(gene_expression, layer=layer, use_raw=use_raw, max_memory=budget)
     var_df = _as_var(var) if var is not None else source.var
+    # --- begin: issue 3 (AnnData inputs): a given var must match the AnnData's own ---
+    if var is not None and source.var is not None and var_df is not None:
+        _check_var_matches(var_df, source.var, source.shape)
+    # --- end: issue 3 ---
     if var_df is None:
         msg = (
             "var is required with a bare matrix: pass var=adata.var (or a list of gene "
@@ -483,7 +544,9 @@ def prepare(
     if genes_per_block is None:
         budget = parse_bytes(block_memory) if isinstance(block_memory, str) else block_memory
         genes_per_block = planning.genes_per_block(
-            n_cells, len(ids), source.bytes_per_value(),
+            n_cells,
+            len(ids),
+            source.bytes_per_value(),
             block_memory=budget or planning.DEFAULT_BLOCK_MEMORY,
             n_threads=_n_threads(scheduler, num_workers),
         )
@@ -491,13 +554,20 @@ def prepare(
         msg = f"genes_per_block={genes_per_block!r} must be a positive integer."
         raise InvalidOptionError(msg)
     the_plan = planning.build_plan(
-        n_cells=n_cells, gene_ids=ids, source_columns=columns, encoding=encoding,
-        layout=layout, var_gene_id_column=recorded, block_size=genes_per_block,
+        n_cells=n_cells,
+        gene_ids=ids,
+        source_columns=columns,
+        encoding=encoding,
+        layout=layout,
+        var_gene_id_column=recorded,
+        block_size=genes_per_block,
         make_names_unique=make_unique,
     )
 
     target = Target.from_url(out_dir, storage_options)
-    embeddings = {d: e for d, e in ((1, X_umap_1d), (2, X_umap_2d), (3, X_umap_3d)) if e is not None}
+    embeddings = {
+        d: e for d, e in ((1, X_umap_1d), (2, X_umap_2d), (3, X_umap_3d)) if e is not None
+    }
     identity_options: dict[str, Any] = {}
     if embeddings:
         # Check the embeddings now, before anything is written.
@@ -505,13 +575,52 @@ def prepare(
         folder = target.url.rstrip("/").rsplit("/", 1)[-1]
         dataset_id = dataset_id or dataset.dataset_id_from(folder)
         identity_options = {
-            "dataset_id": dataset_id, "name": dataset_name or dataset_id,
-            "description": dataset_description, "created_at": created_at,
+            "dataset_id": dataset_id,
+            "name": dataset_name or dataset_id,
+            "description": dataset_description,
+            "created_at": created_at,
         }
-        dataset.identity(n_cells=n_cells, n_genes=0, dims=sorted(embeddings), encoding=encoding,
-                         layout=layout, **identity_options)
-    export = Export(the_plan, source, target, force=force, resume=resume,
-                    embeddings=embeddings, identity_options=identity_options)
+        dataset.identity(
+            n_cells=n_cells,
+            n_genes=0,
+            dims=sorted(embeddings),
+            encoding=encoding,
+            layout=layout,
+            **identity_options,
+        )
+    export = Export(
+        the_plan,
+        source,
+        target,
+        force=force,
+        resume=resume,
+        embeddings=embeddings,
+        identity_options=identity_options,
+    )
     if not compute:
+        if verify:  # [validate.py]
+            msg = "verify=True needs compute=True; after execute(), call dask_cellucid.verify()."
+            raise InvalidOptionError(msg)
         return export
-    return export.execute(scheduler=scheduler, num_workers=num_workers, progress=progress)
+    result = export.execute(scheduler=scheduler, num_workers=num_workers, progress=progress)
+    if verify:  # [validate.py] begin: opt-in verification pass
+        from .errors import VerificationError
+        from .validate import verify_source
+
+        report = verify_source(
+            target,
+            source,
+            dict(zip(the_plan.gene_ids, the_plan.source_columns, strict=True)),
+            tolerance=1.0 if rounding == "floor" else 0.5,
+            scheduler=scheduler,
+            num_workers=num_workers,
+        )
+        if not report.ok:
+            msg = (
+                f"the export in {target.url} does not match its source (the folder was "
+                f"written; re-export it with force=True):\n{report}"
+            )
+            raise VerificationError(msg)
+        log.info("verified: %d genes match the source", len(report.genes))
+    # [validate.py] end
+    return result

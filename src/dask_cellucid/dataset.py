@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import codecs
 from .errors import InputShapeError, InvalidOptionError
 from .types import FORMAT, Encoding, Layout
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 IDENTITY_NAME = "dataset_identity.json"
 OBS_MANIFEST_NAME = "obs_manifest.json"
@@ -40,7 +42,7 @@ def normalize_embedding(coords: Any, label: str) -> np.ndarray:
         msg = f"{label} must be a 2-D array of shape (n_cells, d), got shape {arr.shape}."
         raise InputShapeError(msg)
     if not np.isfinite(arr).all():
-        msg = f"{label} holds NaN or Inf coordinates; the viewer needs a finite position for every cell."
+        msg = f"{label} holds NaN or Inf; the viewer needs a finite position for every cell."
         raise InputShapeError(msg)
     lo, hi = arr.min(axis=0), arr.max(axis=0)
     span = float((hi - lo).max())
@@ -57,13 +59,16 @@ def embedding_files(
     files = {}
     for dim, coords in sorted(embeddings.items()):
         label = f"X_umap_{dim}d"
-        pts = normalize_embedding(coords, label)
-        if pts.shape != (n_cells, dim):
-            msg = f"{label} has shape {pts.shape}; expected ({n_cells}, {dim}) for {n_cells} cells."
+        shape = np.shape(coords)
+        if shape != (n_cells, dim):
+            msg = f"{label} has shape {shape}; expected ({n_cells}, {dim}) for {n_cells} cells."
             raise InputShapeError(msg)
+        pts = normalize_embedding(coords, label)
         raw = pts.tobytes()
         if encoding.compression:
-            files[f"points_{dim}d.bin.gz"] = codecs.gzip_member(raw, encoding.compression, encoding.codec)
+            files[f"points_{dim}d.bin.gz"] = codecs.gzip_member(
+                raw, encoding.compression, encoding.codec
+            )
         else:
             files[f"points_{dim}d.bin"] = raw
     return files

@@ -33,5 +33,9 @@ class TargetExistsError(CellucidExportError, FileExistsError):
     """The output folder already holds an export and ``force`` was not given."""
 
 
+class VerificationError(CellucidExportError, ValueError):
+    """``prepare(..., verify=True)``: the folder written does not match its source."""
+
+
 class ExportWarning(UserWarning):
     """Something in the data deserves a look, but the export went ahead."""

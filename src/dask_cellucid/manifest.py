@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .types import FORMAT, VAR_DIR, Encoding, GeneEntry, Layout, Plan
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
 
 MANIFEST_KEYS = (
     "_format",

@@ -9,9 +9,12 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from .errors import GeneIdError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
 
 _OUTSIDE_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _SHOW = 10  # how many offenders an error message lists
@@ -105,9 +108,7 @@ def resolve_ids(ids: Sequence[str], *, layout: str, make_names_unique: bool) -> 
 
 def _check_index_names(ids: Sequence[str]) -> None:
     bad = [
-        i
-        for i in ids
-        if not i or i != i.strip() or any(unicodedata.category(c) == "Cc" for c in i)
+        i for i in ids if not i or i != i.strip() or any(unicodedata.category(c) == "Cc" for c in i)
     ]
     if bad:
         msg = (

@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from . import naming
 from .errors import ExportWarning, GeneIdError, InvalidOptionError
 from .types import Encoding, Layout, Plan
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +122,11 @@ def build_plan(
     renamed = sum(a != b for a, b in zip(ids, gene_ids, strict=True))
     if renamed:
         log.info("renamed %d gene id(s) to make them unique", renamed)
-    stems = [naming.sanitize_key(i) for i in ids] if layout == "key" else [str(k) for k in range(len(ids))]
+    stems = (
+        [naming.sanitize_key(i) for i in ids]
+        if layout == "key"
+        else [str(k) for k in range(len(ids))]
+    )
     n = len(ids)
     sizes = tuple(min(block_size, n - s) for s in range(0, n, block_size))
     return Plan(

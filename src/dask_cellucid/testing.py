@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import gzip
-import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from . import manifest as mf
 from .types import MANIFEST_NAME
+
+if TYPE_CHECKING:
+    import os
 
 
 def export_files(folder: str | os.PathLike[str]) -> dict[str, bytes]:
@@ -37,7 +39,9 @@ def read_payloads(folder: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[
     root = Path(folder)
     doc = mf.loads((root / MANIFEST_NAME).read_bytes())
     pattern = doc["_varSchema"]["pathPattern"]
-    dtype = np.dtype({"float32": "<f4", "uint8": "<u1", "uint16": "<u2"}[doc["_varSchema"]["dtype"]])
+    dtype = np.dtype(
+        {"float32": "<f4", "uint8": "<u1", "uint16": "<u2"}[doc["_varSchema"]["dtype"]]
+    )
     from .naming import sanitize_key
 
     out = {}
@@ -64,7 +68,9 @@ def random_matrix(
 ) -> sp.csr_matrix:
     """A small random CSR float32 matrix with log1p-like values."""
     rng = np.random.default_rng(seed)
-    X = sp.random(n_cells, n_genes, density=density, format="csr", random_state=rng, dtype=np.float32)
+    X = sp.random(
+        n_cells, n_genes, density=density, format="csr", random_state=rng, dtype=np.float32
+    )
     X.data = np.log1p(X.data * 20).astype(np.float32)
     if negative:
         X.data -= 1.5
