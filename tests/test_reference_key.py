@@ -1,0 +1,103 @@
+"""Differential test of the default ``key`` layout against cellucid 0.0.9 (tagged v0.9.0).
+
+cellucid 0.0.9 conflicts with the cellucid 0.9.2 the suite uses, so it lives in
+its own virtual environment, ``.venv-oracle-009`` at the repository root, which
+``.ci/run`` creates (``python3 -m venv .venv-oracle-009 &&
+.venv-oracle-009/bin/pip install cellucid==0.0.9``). Without it the test skips,
+except under CI, where a missing oracle is a failure.
+
+0.0.9 truncates in float32 (no nudge), so its codes may differ from our
+``rounding="floor"`` by one at exact boundaries; its gzip headers carry a file
+name and a time. So: the same manifest and file names, codes within one.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dask_cellucid import prepare
+from dask_cellucid.testing import random_matrix
+
+ROOT = Path(__file__).resolve().parents[1]
+ORACLE = ROOT / ".venv-oracle-009" / "bin" / "python"
+
+
+@pytest.fixture(scope="module")
+def oracle() -> Path:
+    if not ORACLE.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{ORACLE} is missing: .ci/run must create the cellucid 0.0.9 oracle")
+        pytest.skip("no cellucid 0.0.9 oracle venv (.venv-oracle-009)")
+    return ORACLE
+
+
+@pytest.mark.parametrize(("bits", "level"), [(8, 6), (16, None), (None, 6)])
+def test_key_layout_matches_cellucid_009(tmp_path: Path, oracle: Path, bits, level) -> None:
+    X = random_matrix(400, 12, density=0.3, seed=11, negative=True)
+    X = X.tolil()
+    X[:, 3] = 0  # all zero: constant -> [0, 1]
+    X[:, 5] = 4.0  # dense constant -> [4, 5]
+    X[:7, 8] = np.nan  # NaN -> marker
+    X = X.tocsr()
+    genes = [
+        "CD3E",
+        "HLA-DRB1",
+        "A/B",
+        "MT.CO1",
+        "x y",
+        "Gene.1",
+        "_lead",
+        "IGKV1-5",
+        "n1",
+        "n2",
+        "n3",
+        "n4",
+    ]
+    src = tmp_path / "x.npz"
+    np.savez(src, data=X.data, indices=X.indices, indptr=X.indptr, shape=X.shape, genes=genes)
+    subprocess.run(
+        [
+            str(oracle),
+            str(ROOT / "tests" / "oracles" / "cellucid009_export.py"),
+            str(src),
+            str(tmp_path / "ref"),
+            str(bits).lower(),
+            str(level).lower(),
+        ],
+        check=True,
+        timeout=600,
+    )
+    with pytest.warns(UserWarning):
+        prepare(
+            X,
+            genes,
+            out_dir=tmp_path / "ours",
+            var_gene_id_column="index",
+            rounding="floor",
+            var_quantization=bits,
+            compression=level,
+        )
+    ref = json.loads((tmp_path / "ref" / "var_manifest.json").read_text())
+    ours = json.loads((tmp_path / "ours" / "var_manifest.json").read_text())
+    assert ours == ref
+    ref_files = sorted(p.name for p in (tmp_path / "ref" / "var").iterdir())
+    assert sorted(p.name for p in (tmp_path / "ours" / "var").iterdir()) == ref_files
+    dtype = {None: "<f4", 8: "<u1", 16: "<u2"}[bits]
+    for name in ref_files:
+        a = (tmp_path / "ref" / "var" / name).read_bytes()
+        b = (tmp_path / "ours" / "var" / name).read_bytes()
+        if level:
+            a, b = gzip.decompress(a), gzip.decompress(b)
+        a, b = np.frombuffer(a, dtype), np.frombuffer(b, dtype)
+        if bits is None:
+            assert a.tobytes() == b.tobytes()
+        else:
+            assert np.abs(a.astype(int) - b.astype(int)).max() <= 1, name
+            assert ((a == 2**bits - 1) == (b == 2**bits - 1)).all(), name
