@@ -208,6 +208,15 @@ def _build_parser() -> argparse.ArgumentParser:
     ve.add_argument("--layer", help="compare with adata.layers[LAYER]")
     ve.add_argument("--use-raw", action="store_true", help="compare with adata.raw.X")
     ve.add_argument("--gene-id-column", metavar="COL", help="column of var holding the gene ids")
+    ve.add_argument("--genes", metavar="FILE|G1,G2", help="check only these genes")
+    ve.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.5,
+        help="largest error allowed, in quantization steps (default 0.5; use 1 for exports "
+        "made with --rounding floor or by the reference writer)",
+    )
+    ve.add_argument("--workers", type=int, default=None, help="threads/processes/workers to use")
     ve.add_argument("--scheduler", default=None)
     ve.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE")
     ve.set_defaults(func=_cmd_verify)
@@ -312,6 +321,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         layer=args.layer,
         use_raw=args.use_raw,
         var_gene_id_column=args.gene_id_column,
+        gene_identifiers=_parse_genes(args.genes),
+        tolerance=args.tolerance,
+        num_workers=args.workers,
         scheduler=args.scheduler,
         storage_options=_storage_options(args.storage_option) or None,
     )

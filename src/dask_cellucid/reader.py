@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import gzip
-import os
-from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import kernels, manifest as mf
+from . import kernels
+from . import manifest as mf
 from .errors import GeneIdError
 from .naming import sanitize_key
 from .sink import Target
 from .types import MANIFEST_NAME, VAR_DIR
 
+if TYPE_CHECKING:
+    import os
+    from collections.abc import Mapping, Sequence
 
-def _target(path: str | os.PathLike[str] | Target, storage_options: Mapping[str, Any] | None) -> Target:
+
+def _target(
+    path: str | os.PathLike[str] | Target, storage_options: Mapping[str, Any] | None
+) -> Target:
     return path if isinstance(path, Target) else Target.from_url(path, storage_options)
 
 
@@ -31,20 +36,32 @@ def read_manifest(
     return mf.loads(raw)
 
 
-def _locate(doc: Mapping[str, Any], gene: str) -> tuple[str, list[Any]]:
+def _locations(doc: Mapping[str, Any]) -> dict[str, tuple[str, list[Any]]]:
+    """Gene id -> (payload path, bounds) for every field; the first wins on a repeat."""
     layout = mf.layout_of(doc)
     pattern = doc["_varSchema"]["pathPattern"]
+    out: dict[str, tuple[str, list[Any]]] = {}
     for field in doc["fields"]:
-        if layout == "key" and field[0] == gene:
-            return pattern.replace("{key}", sanitize_key(gene)), field[1:]
-        if layout == "index" and field[1] == gene:
-            return pattern.replace("{index}", str(field[0])), field[2:]
-    msg = f"gene {gene!r} is not in this export's manifest."
-    raise GeneIdError(msg)
+        if layout == "key":
+            gene, stem, bounds = field[0], sanitize_key(field[0]), field[1:]
+            rel = pattern.replace("{key}", stem)
+        else:
+            gene, rel, bounds = field[1], pattern.replace("{index}", str(field[0])), field[2:]
+        out.setdefault(gene, (rel, bounds))
+    return out
 
 
-def decode_payload(raw: bytes, doc: Mapping[str, Any], bounds: Sequence[float], gz: bool) -> np.ndarray:
-    """Payload bytes -> float32 values, exactly as the viewer decodes them."""
+def decode_payload(
+    raw: bytes,
+    doc: Mapping[str, Any],
+    bounds: Sequence[float],
+    gz: bool,  # noqa: FBT001
+) -> np.ndarray:
+    """Payload bytes -> float32 values, exactly as the viewer decodes them.
+
+    ``gz`` says the bytes are gzip (the file name ends in ``.gz``); ``bounds``
+    are the gene's ``[min, max]`` from the manifest (unused for float32).
+    """
     if gz:
         raw = gzip.decompress(raw)
     schema = doc["_varSchema"]
@@ -61,20 +78,48 @@ def decode_payload(raw: bytes, doc: Mapping[str, Any], bounds: Sequence[float], 
 
 def read_genes(
     path: str | os.PathLike[str],
-    genes: Sequence[str],
+    genes: Sequence[str] | None = None,
     storage_options: Mapping[str, Any] | None = None,
 ) -> dict[str, np.ndarray]:
     """Decode several genes: ``{gene_id: float32 vector of n_cells}``.
 
-    Quantized values are dequantized with the viewer's formula and the
-    missing marker becomes NaN.
+    Quantized values are dequantized with the viewer's formula
+    (``min + code * (max - min) / max_code`` in float64, stored as float32) and
+    the missing marker becomes NaN; float32 payloads come back as written.
+
+    Parameters
+    ----------
+    path
+        The export folder: a local path or any fsspec URL.
+    genes
+        Gene ids as in the manifest; ``None`` reads every gene, in export order.
+    storage_options
+        fsspec options for a URL.
+
+    Raises
+    ------
+    GeneIdError
+        A requested gene is not in the manifest.
+    FileNotFoundError
+        The folder has no manifest, or a payload it names is missing.
     """
     target = _target(path, storage_options)
     doc = read_manifest(target)  # type: ignore[arg-type]
+    where = _locations(doc)
+    wanted = list(where) if genes is None else [str(g) for g in genes]
+    absent = [g for g in wanted if g not in where]
+    if absent:
+        msg = (
+            f"{len(absent)} gene(s) are not in this export's manifest: {absent[:10]}. Check "
+            "the spelling, and read_manifest(path)['fields'] for the ids it holds."
+        )
+        raise GeneIdError(msg)
+    rels = list(dict.fromkeys(where[g][0] for g in wanted))
+    raws = target.read_many(rels) if rels else {}
     out = {}
-    for gene in genes:
-        rel, bounds = _locate(doc, gene)
-        raw = target.read(rel)
+    for gene in wanted:
+        rel, bounds = where[gene]
+        raw = raws[rel]
         if raw is None:
             msg = f"{rel} (gene {gene!r}) is named by the manifest but missing."
             raise FileNotFoundError(msg)
@@ -85,7 +130,14 @@ def read_genes(
 def read_gene(
     path: str | os.PathLike[str], gene: str, storage_options: Mapping[str, Any] | None = None
 ) -> np.ndarray:
-    """Decode one gene of an export as the viewer would (float32, NaN = missing)."""
+    """Decode one gene of an export as the viewer would (float32, NaN = missing).
+
+    Examples
+    --------
+    >>> values = read_gene("exports/pbmc", "CD3E")  # doctest: +SKIP
+    >>> values.dtype, values.shape  # doctest: +SKIP
+    (dtype('float32'), (2700,))
+    """
     return read_genes(path, [gene], storage_options)[gene]
 
 

@@ -1,0 +1,1583 @@
+"""Prove an export is right: :func:`validate` checks a folder against the format,
+:func:`verify` compares every exported gene with the matrix it came from.
+
+Both are independent of how the folder was written: they read the bytes back
+through fsspec and apply the rules of ``spec/export-format.md`` (validate) and
+the viewer's decode formula (verify), so they judge cellucid's own ``prepare``
+output, ours, or anyone else's by the same rules. Every problem is reported,
+not just the first.
+
+``validate`` reads payloads in a few threads. ``verify`` reads the source as
+the export does (``Source.column_blocks``) and runs one Dask task per block of
+genes (:func:`verify_block`): the task reads its genes' payloads, decodes them
+and returns small :class:`GeneCheck` records. Dask is imported only inside
+:func:`_tasks` and :func:`_compute`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import re
+import struct
+import unicodedata
+import uuid
+import zlib
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from . import kernels
+from . import manifest as mf
+from .naming import sanitize_key
+from .sink import Target
+from .types import FORMAT, MANIFEST_NAME, VAR_DIR, GeneEntry, Layout
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+
+    from .adapters import Source
+
+log = logging.getLogger(__name__)
+
+IDENTITY_NAME = "dataset_identity.json"
+OBS_MANIFEST_NAME = "obs_manifest.json"
+JOURNAL_DIR = ".dask-cellucid"
+_DTYPES = {"float32": ("f32", "<f4", None), "uint8": ("u8", "<u1", 8), "uint16": ("u16", "<u2", 16)}
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_CREATED_AT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+_IDENTITY_REQUIRED = (
+    "version",
+    "id",
+    "name",
+    "description",
+    "cellucid_data_version",
+    "stats",
+    "embeddings",
+    "obs_fields",
+)
+_IDENTITY_OPTIONAL = ("created_at", "export_settings", "source", "vector_fields")
+_STATS_KEYS = (
+    "n_cells",
+    "n_genes",
+    "n_obs_fields",
+    "n_categorical_fields",
+    "n_continuous_fields",
+    "has_connectivity",
+    "n_edges",
+)
+_EXPORT_SETTINGS_KEYS = (
+    "compression",
+    "var_quantization",
+    "obs_continuous_quantization",
+    "obs_categorical_dtype",
+)
+_SHOW = 10  # how many genes one summary line names
+_BATCH_BYTES = 64 * 2**20  # uncompressed payload bytes one validate batch holds
+# Bounds are float32 values written as JSON numbers; writers that take the
+# min/max in float64 differ from ours by float32 rounding.
+_BOUNDS_RTOL = 1e-6
+
+
+# ----------------------------------------------------------------------------------------
+# Reports
+# ----------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a folder: the file it concerns and what is wrong."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+@dataclass
+class ValidationReport:
+    """What :func:`validate` found.
+
+    Attributes
+    ----------
+    url
+        The folder checked.
+    problems
+        Every violation of the format found (the folder is not valid if any).
+    warnings
+        Things worth a look that do not stop the viewer (stray files, ...).
+    n_genes, n_cells, layout
+        What the manifest describes (0 / None when it could not be read).
+    """
+
+    url: str
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+    n_genes: int = 0
+    n_cells: int = 0
+    layout: Layout | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when no problem was found."""
+        return not self.problems
+
+    def __str__(self) -> str:
+        what = (
+            f"{self.n_genes:,} genes x {self.n_cells:,} cells, '{self.layout}' layout"
+            if self.layout
+            else "no readable gene manifest"
+        )
+        head = f"validate {self.url} ({what}): "
+        if self.ok:
+            lines = [head + "OK, no problem found."]
+        else:
+            lines = [head + f"{len(self.problems)} problem(s):"]
+            lines += [f"  - {p}" for p in self.problems]
+        if self.warnings:
+            lines.append(f"{len(self.warnings)} warning(s):")
+            lines += [f"  - {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class GeneCheck:
+    """How one exported gene compares with its source column.
+
+    Attributes
+    ----------
+    gene_id
+        The id in the manifest.
+    max_error
+        Largest difference between a decoded value and its source value: in
+        quantization steps for quantized exports, absolute for float32
+        (NaN when nothing could be compared).
+    n_wrong
+        Cells whose error exceeds the tolerance (float32: any difference).
+    n_nan_mismatch
+        Cells missing (NaN/Inf) in the source but not in the export, or the
+        other way round.
+    bounds, expected_bounds
+        Bounds as written, and as the layout's rules say they should be for
+        this gene's values (None for float32 exports).
+    problem
+        Why the payload could not be compared (missing, unreadable), if so.
+    """
+
+    gene_id: str
+    max_error: float
+    n_wrong: int
+    n_nan_mismatch: int
+    bounds: tuple[float, float] | None = None
+    expected_bounds: tuple[float, float] | None = None
+    problem: str | None = None
+
+    @property
+    def bounds_ok(self) -> bool:
+        if self.bounds is None or self.expected_bounds is None:
+            return True
+        return all(
+            math.isclose(a, b, rel_tol=_BOUNDS_RTOL, abs_tol=1e-30)
+            for a, b in zip(self.bounds, self.expected_bounds, strict=True)
+        )
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.problem is None
+            and self.n_wrong == 0
+            and self.n_nan_mismatch == 0
+            and self.bounds_ok
+        )
+
+    def describe(self, tolerance: float, *, quantized: bool) -> str:
+        """One line saying what is wrong with this gene."""
+        if self.problem is not None:
+            return f"gene {self.gene_id!r}: {self.problem}"
+        parts = []
+        if self.n_wrong:
+            if quantized and math.isinf(self.max_error):
+                parts.append(
+                    f"{self.n_wrong} cell(s) differ from the constant its bounds "
+                    f"{list(self.bounds or ())} decode to"
+                )
+            elif quantized:
+                parts.append(
+                    f"{self.n_wrong} cell(s) off by more than {tolerance:g} step (max "
+                    f"{self.max_error:.3g} steps)"
+                )
+            else:
+                parts.append(
+                    f"{self.n_wrong} cell(s) differ from the source float32 values (max "
+                    f"abs. difference {self.max_error:.6g})"
+                )
+        if self.n_nan_mismatch:
+            parts.append(
+                f"{self.n_nan_mismatch} cell(s) missing (NaN) in one of export and source "
+                "but not the other"
+            )
+        if not self.bounds_ok:
+            parts.append(
+                f"bounds {list(self.bounds or ())} in the manifest, but the source values "
+                f"call for {list(self.expected_bounds or ())}"
+            )
+        return f"gene {self.gene_id!r}: " + "; ".join(parts)
+
+
+@dataclass
+class VerifyReport:
+    """What :func:`verify` found.
+
+    Attributes
+    ----------
+    url, source
+        The export folder and a description of the source matrix.
+    tolerance
+        Largest error accepted, in quantization steps (0.5 = nearest rounding).
+    quantization
+        8, 16 or None (float32, compared bit for bit).
+    genes
+        One :class:`GeneCheck` per exported gene found in the source.
+    missing
+        Genes expected (in the source, or asked for) but not in the export.
+    extra
+        Genes in the export that the source does not have.
+    problems
+        Problems of the folder itself (manifest, cell count), as in :func:`validate`.
+    """
+
+    url: str
+    source: str
+    tolerance: float
+    quantization: int | None
+    genes: list[GeneCheck] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def wrong(self) -> list[GeneCheck]:
+        """The genes whose values, bounds or payload are wrong."""
+        return [g for g in self.genes if not g.ok]
+
+    @property
+    def max_error(self) -> float:
+        """The largest error over every compared gene (steps, or absolute for float32)."""
+        errs = [g.max_error for g in self.genes if not math.isnan(g.max_error)]
+        return max(errs, default=math.nan)
+
+    @property
+    def ok(self) -> bool:
+        """True when every gene is within tolerance and nothing is missing or extra."""
+        return not (self.problems or self.missing or self.extra or self.wrong)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per compared gene: max error, wrong cells, NaN mismatches, bounds, ok."""
+        rows = [
+            {
+                "gene_id": g.gene_id,
+                "max_error": g.max_error,
+                "n_wrong": g.n_wrong,
+                "n_nan_mismatch": g.n_nan_mismatch,
+                "bounds_ok": g.bounds_ok,
+                "problem": g.problem,
+                "ok": g.ok,
+            }
+            for g in self.genes
+        ]
+        columns = ["max_error", "n_wrong", "n_nan_mismatch", "bounds_ok", "problem", "ok"]
+        return pd.DataFrame(rows, columns=["gene_id", *columns]).set_index("gene_id")
+
+    def __str__(self) -> str:
+        quantized = self.quantization is not None
+        if quantized:
+            rule = f"{self.quantization}-bit codes, tolerance {self.tolerance:g} step " + (
+                "(nearest rounding)" if self.tolerance <= 0.5 else "(accepts truncation)"
+            )
+            unit = "steps"
+        else:
+            rule, unit = "float32, compared bit for bit", "(absolute)"
+        lines = [f"verify {self.url} against {self.source} ({rule}):"]
+        worst = max(
+            (g for g in self.genes if not math.isnan(g.max_error)),
+            key=lambda g: g.max_error,
+            default=None,
+        )
+        summary = f"  {len(self.genes):,} gene(s) compared"
+        if worst is not None:
+            summary += f"; largest error {worst.max_error:.3g} {unit} (gene {worst.gene_id!r})"
+        lines.append(summary)
+        lines += [f"  - {p}" for p in self.problems]
+        wrong = self.wrong
+        lines += [f"  - {g.describe(self.tolerance, quantized=quantized)}" for g in wrong[:50]]
+        if len(wrong) > 50:
+            lines.append(f"  - ... and {len(wrong) - 50} more wrong gene(s)")
+        if self.missing:
+            lines.append(
+                f"  - {len(self.missing)} gene(s) of the source are not in the export: "
+                f"{_names(self.missing)}"
+            )
+        if self.extra:
+            lines.append(
+                f"  - {len(self.extra)} exported gene(s) are not in the source: "
+                f"{_names(self.extra)}"
+            )
+        if self.ok:
+            lines.append("OK: every exported gene matches its source.")
+        else:
+            lines.append(f"FAILED: {len(wrong)} wrong gene(s).")
+            if (
+                quantized
+                and wrong
+                and self.tolerance < 1
+                and all(
+                    g.problem is None and g.n_nan_mismatch == 0 and g.bounds_ok and g.max_error < 1
+                    for g in wrong
+                )
+            ):
+                lines.append(
+                    "  Every error is below one step, which is what rounding='floor' (the "
+                    "reference writer's truncation) gives; if the export used it, verify "
+                    "with tolerance=1 (--tolerance 1)."
+                )
+        return "\n".join(lines)
+
+
+def _names(ids: Sequence[str]) -> str:
+    shown = ", ".join(repr(i) for i in ids[:_SHOW])
+    return shown + (f" (and {len(ids) - _SHOW} more)" if len(ids) > _SHOW else "")
+
+
+# ----------------------------------------------------------------------------------------
+# gzip framing (spec section 1)
+# ----------------------------------------------------------------------------------------
+def inflate(raw: bytes) -> tuple[bytes | None, list[str]]:
+    """Decompress a payload that must be one gzip member, and say what is wrong with it.
+
+    Returns the decompressed bytes (of every member, as ``gzip.decompress``
+    would, or None when they cannot be recovered) and a list of problems:
+    bad magic or method, truncation, CRC or ISIZE mismatch, more than one
+    member, trailing bytes.
+    """
+    problems: list[str] = []
+    out: list[bytes] = []
+    pos, members = 0, 0
+    while pos < len(raw):
+        if members and raw[pos : pos + 2] != b"\x1f\x8b":
+            problems.append(f"{len(raw) - pos} stray byte(s) after the gzip member")
+            break
+        data, pos, member_problems = _member(raw, pos)
+        members += 1
+        problems += member_problems
+        if data is None:
+            return (b"".join(out) if out else None), problems
+        out.append(data)
+    if members == 0:
+        problems.append("the file is empty")
+        return None, problems
+    if members > 1:
+        problems.append(
+            f"holds {members} gzip members; the format wants exactly one (the viewer's "
+            "length check reads only the last member's ISIZE)"
+        )
+    return b"".join(out), problems
+
+
+def _member(raw: bytes, pos: int) -> tuple[bytes | None, int, list[str]]:
+    """Parse the gzip member at ``pos``: ``(data, end, problems)``."""
+    start = pos
+    if len(raw) - pos < 18:
+        return (
+            None,
+            len(raw),
+            [f"{len(raw) - pos} byte(s) cannot be a gzip member (at least 18): truncated"],
+        )
+    if raw[pos : pos + 2] != b"\x1f\x8b":
+        return (
+            None,
+            len(raw),
+            [
+                "does not start with the gzip magic bytes 1f 8b "
+                f"(starts {raw[pos : pos + 2].hex()}); "
+                "a file ending in .gz must be gzip"
+            ],
+        )
+    if raw[pos + 2] != 8:
+        return None, len(raw), [f"gzip compression method {raw[pos + 2]} is not deflate (8)"]
+    flags = raw[pos + 3]
+    problems = []
+    if flags & 0xE0:
+        problems.append(f"gzip header has reserved flag bits set ({flags:#04x})")
+    pos += 10
+    try:
+        if flags & 0x04:  # FEXTRA
+            (xlen,) = struct.unpack_from("<H", raw, pos)
+            pos += 2 + xlen
+        for bit in (0x08, 0x10):  # FNAME, FCOMMENT: zero-terminated
+            if flags & bit:
+                pos = raw.index(b"\0", pos) + 1
+        if flags & 0x02:  # FHCRC
+            pos += 2
+    except (struct.error, ValueError):
+        return None, len(raw), [*problems, "the gzip header is truncated"]
+    d = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        data = d.decompress(raw[pos:])
+    except zlib.error as err:
+        return None, len(raw), [*problems, f"the deflate data is corrupt ({err})"]
+    if not d.eof:
+        return (
+            None,
+            len(raw),
+            [
+                *problems,
+                f"truncated: the deflate data of the gzip member at byte {start} ends early "
+                f"({len(raw)} bytes in the file); a partial upload or copy?",
+            ],
+        )
+    tail = d.unused_data
+    if len(tail) < 8:
+        return (
+            data,
+            len(raw),
+            [*problems, f"truncated: the 8-byte CRC-32/ISIZE trailer has only {len(tail)} byte(s)"],
+        )
+    crc, isize = struct.unpack_from("<II", tail)
+    if crc != zlib.crc32(data):
+        problems.append("the CRC-32 in the gzip trailer does not match the contents: corrupt")
+    if isize != len(data) & 0xFFFFFFFF:
+        problems.append(
+            f"the gzip ISIZE field says {isize} bytes but the member decompresses to "
+            f"{len(data)}; the viewer checks ISIZE and will refuse it"
+        )
+    return data, len(raw) - len(tail) + 8, problems
+
+
+# ----------------------------------------------------------------------------------------
+# The var manifest (spec section 3)
+# ----------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class GeneFile:
+    """One manifest field, resolved: where its payload is and how to decode it."""
+
+    position: int
+    gene_id: str
+    path: str | None  # None when no file name can be made from the id
+    bounds: tuple[float, float] | None
+
+
+@dataclass(frozen=True, slots=True)
+class ExportSchema:
+    """What the payload checks need from a manifest that could be read."""
+
+    layout: Layout
+    n_cells: int
+    bits: int | None
+    gz: bool
+    genes: tuple[GeneFile, ...]
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return kernels.code_dtype(self.bits)  # type: ignore[arg-type]
+
+    @property
+    def nbytes(self) -> int:
+        return self.n_cells * self.dtype.itemsize
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def parse_json(raw: bytes, name: str, problems: list[Problem]) -> Any:
+    """Parse JSON leniently (so every problem can be found) but report NaN/Infinity tokens."""
+    bad: list[str] = []
+
+    def _token(tok: str) -> float:
+        bad.append(tok)
+        return float(tok)
+
+    try:
+        doc = json.loads(raw, parse_constant=_token)
+    except (ValueError, UnicodeDecodeError) as err:
+        problems.append(Problem(name, f"is not valid JSON ({err})"))
+        return None
+    if bad:
+        problems.append(
+            Problem(
+                name,
+                f"holds the non-JSON number(s) {sorted(set(bad))}; strict JSON readers (the "
+                "browser's JSON.parse) refuse the whole file",
+            )
+        )
+    return doc
+
+
+def check_manifest(doc: Any) -> tuple[list[Problem], ExportSchema | None]:
+    """Check a parsed ``var_manifest.json`` (spec section 3).
+
+    Returns the problems found and, when the manifest is sound enough to
+    locate payloads, the schema to check them against.
+    """
+    at = MANIFEST_NAME
+    problems: list[Problem] = []
+
+    def bad(msg: str) -> None:
+        problems.append(Problem(at, msg))
+
+    if not isinstance(doc, dict):
+        bad(f"must be a JSON object, not {type(doc).__name__}")
+        return problems, None
+    missing = [k for k in mf.MANIFEST_KEYS if k not in doc]
+    extra = [k for k in doc if k not in mf.MANIFEST_KEYS]
+    if missing:
+        bad(f"lacks the required key(s) {missing}; the strict readers refuse it")
+    if extra:
+        bad(
+            f"has the key(s) {extra} beyond the seven the format allows "
+            f"({', '.join(mf.MANIFEST_KEYS)}); the strict readers refuse it"
+        )
+    if "_format" in doc and doc["_format"] != FORMAT:
+        bad(f"_format is {doc['_format']!r}, not {FORMAT!r}")
+    n_cells = doc.get("n_points")
+    if not (_is_int(n_cells) and n_cells > 0):
+        bad(f"n_points is {n_cells!r}; it must be the number of cells, a positive integer")
+        n_cells = None
+    if "var_gene_id_column" in doc and not (
+        doc["var_gene_id_column"] is None or isinstance(doc["var_gene_id_column"], str)
+    ):
+        bad(f"var_gene_id_column is {doc['var_gene_id_column']!r}; it must be a string or null")
+    compression = doc.get("compression")
+    if not (compression is None or (_is_int(compression) and 1 <= compression <= 9)):
+        bad(f"compression is {compression!r}; it must be a gzip level 1-9, or null when off")
+    bits = doc.get("quantization")
+    if not (bits is None or (_is_int(bits) and bits in (8, 16))):
+        bad(f"quantization is {bits!r}; it must be 8, 16 or null")
+        bits = "invalid"
+
+    schema = doc.get("_varSchema")
+    layout: Layout | None = None
+    if not isinstance(schema, dict):
+        bad(f"_varSchema is {type(schema).__name__}, not an object")
+    else:
+        layout = _check_var_schema(schema, bits, compression, bad)
+
+    fields = doc.get("fields")
+    if not isinstance(fields, list):
+        bad(f"fields is {type(fields).__name__}, not a list")
+        return problems, None
+    if not fields:
+        bad("fields is empty: a var manifest must name at least one gene")
+    if layout is None or bits == "invalid" or n_cells is None:
+        return problems, None
+    quantized = bits is not None
+    genes = (
+        _check_key_fields(fields, schema["pathPattern"], bad, quantized=quantized)
+        if layout == "key"
+        else _check_index_fields(fields, schema["pathPattern"], bad, quantized=quantized)
+    )
+    return problems, ExportSchema(layout, n_cells, bits, bool(compression), tuple(genes))
+
+
+def _check_var_schema(
+    schema: Mapping[str, Any], bits: Any, compression: Any, bad: Callable[[str], None]
+) -> Layout | None:
+    quantized = schema.get("quantized") is True if bits == "invalid" else bits is not None
+    allowed = ["kind", "pathPattern", "ext", "dtype", "quantized"]
+    if quantized:
+        allowed.append("quantizationBits")
+    missing = [k for k in allowed if k not in schema]
+    extra = [k for k in schema if k not in allowed]
+    if missing:
+        bad(f"_varSchema lacks the key(s) {missing}")
+    if extra:
+        bad(
+            f"_varSchema has the key(s) {extra} it must not have"
+            + (" (quantizationBits only when quantized)" if "quantizationBits" in extra else "")
+        )
+    if schema.get("kind", "continuous") != "continuous":
+        bad(f"_varSchema.kind is {schema['kind']!r}, not 'continuous'")
+    dtype = schema.get("dtype")
+    if dtype not in _DTYPES:
+        bad(f"_varSchema.dtype is {dtype!r}, not 'float32', 'uint8' or 'uint16'")
+        return None
+    ext, _, dtype_bits = _DTYPES[dtype]
+    if bits != "invalid" and dtype_bits != bits:
+        bad(f"_varSchema.dtype {dtype!r} does not match quantization {bits!r}")
+    if schema.get("ext") != ext:
+        bad(f"_varSchema.ext is {schema.get('ext')!r}; dtype {dtype!r} needs {ext!r}")
+    if schema.get("quantized") is not (dtype_bits is not None):
+        bad(
+            f"_varSchema.quantized is {schema.get('quantized')!r}; dtype {dtype!r} needs "
+            f"{dtype_bits is not None}"
+        )
+    if dtype_bits is not None and schema.get("quantizationBits") != dtype_bits:
+        bad(f"_varSchema.quantizationBits is {schema.get('quantizationBits')!r}, not {dtype_bits}")
+    pattern = schema.get("pathPattern")
+    if not isinstance(pattern, str):
+        bad(f"_varSchema.pathPattern is {pattern!r}, not a string")
+        return None
+    gz = ".gz" if compression else ""
+    layouts: dict[str, Layout] = {
+        f"{VAR_DIR}/{{key}}.values.{ext}{gz}": "key",
+        f"{VAR_DIR}/{{index}}.values.{ext}{gz}": "index",
+    }
+    if pattern in layouts:
+        return layouts[pattern]
+    expected = " or ".join(repr(p) for p in layouts)
+    bad(
+        f"_varSchema.pathPattern is {pattern!r}; with compression={compression!r} it must be "
+        f"{expected} ('.gz' if and only if compression is set)"
+    )
+    if "{index}" in pattern:
+        return "index"
+    if "{key}" in pattern:
+        return "key"
+    return None
+
+
+def _check_bounds(
+    gene: str, entry: list[Any], layout: Layout, bad: Callable[[str], None]
+) -> tuple[float, float] | None:
+    lo, hi = entry[-2], entry[-1]
+    if not (_is_number(lo) and _is_number(hi)):
+        bad(f"gene {gene!r}: bounds {[lo, hi]!r} are not two numbers")
+        return None
+    lo, hi = float(lo), float(hi)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        bad(f"gene {gene!r}: bounds [{lo!r}, {hi!r}] are not finite")
+        return None
+    if layout == "key" and not lo < hi:
+        bad(
+            f"gene {gene!r}: bounds [{lo!r}, {hi!r}] must have min < max in the 'key' layout "
+            "(a constant gene v is written [v, v + 1], an empty one [0, 1])"
+        )
+    elif layout == "index" and not lo <= hi:
+        bad(f"gene {gene!r}: bounds [{lo!r}, {hi!r}] have min > max")
+    return lo, hi
+
+
+def _check_key_fields(
+    fields: list[Any], pattern: str, bad: Callable[[str], None], *, quantized: bool
+) -> list[GeneFile]:
+    width = 3 if quantized else 1
+    genes: list[GeneFile] = []
+    for i, entry in enumerate(fields):
+        if not (isinstance(entry, list) and len(entry) == width and isinstance(entry[0], str)):
+            shape = "[id, min, max]" if quantized else "[id]"
+            bad(f"fields[{i}] is {entry!r}; the 'key' layout wants {shape} with a string id")
+            continue
+        gene = entry[0]
+        bounds = _check_bounds(gene, entry, "key", bad) if quantized else None
+        stem = sanitize_key(gene)
+        if not stem:
+            bad(
+                f"gene {gene!r} (fields[{i}]) has no character usable in a file name (only "
+                "[A-Za-z0-9._-] survive); the strict reader throws, the lenient one reads "
+                "var/field..."
+            )
+        path = pattern.replace("{key}", stem) if stem else None
+        genes.append(GeneFile(i, gene, path, bounds))
+    ids = [g.gene_id for g in genes]
+    _check_unique(ids, bad)
+    by_stem: dict[str, list[str]] = defaultdict(list)
+    for g in genes:
+        if g.path is not None:
+            by_stem[sanitize_key(g.gene_id)].append(g.gene_id)
+    for stem, group in by_stem.items():
+        distinct = list(dict.fromkeys(group))
+        if len(distinct) > 1:
+            bad(
+                f"gene ids {_names(distinct)} all become the file "
+                f"{pattern.replace('{key}', stem)}: one gene's payload overwrote the others'"
+            )
+    by_lower: dict[str, list[str]] = defaultdict(list)
+    for stem in by_stem:
+        by_lower[stem.lower()].append(stem)
+    for stems in by_lower.values():
+        if len(stems) > 1:
+            files = [pattern.replace("{key}", s) for s in stems]
+            bad(
+                f"the files {_names(files)} differ only in letter case: on the "
+                "case-insensitive filesystems of macOS and Windows one replaces the other"
+            )
+    return genes
+
+
+def _check_unique(ids: Sequence[str], bad: Callable[[str], None]) -> None:
+    counts: dict[str, int] = defaultdict(int)
+    for i in ids:
+        counts[i] += 1
+    dup = [i for i, n in counts.items() if n > 1]
+    if dup:
+        bad(
+            f"{len(dup)} gene id(s) occur more than once: "
+            + ", ".join(f"{d!r} ({counts[d]} times)" for d in dup[:_SHOW])
+        )
+
+
+def _check_index_fields(
+    fields: list[Any], pattern: str, bad: Callable[[str], None], *, quantized: bool
+) -> list[GeneFile]:
+    width = 4 if quantized else 2
+    genes: list[GeneFile] = []
+    for i, entry in enumerate(fields):
+        if not (isinstance(entry, list) and len(entry) == width):
+            shape = "[index, name, min, max]" if quantized else "[index, name]"
+            bad(f"fields[{i}] is {entry!r}; the 'index' layout wants {shape}")
+            continue
+        index, gene = entry[0], entry[1]
+        if not isinstance(gene, str):
+            bad(f"fields[{i}] has the name {gene!r}, not a string")
+            continue
+        if not _is_int(index) or index != i:
+            bad(
+                f"gene {gene!r} (fields[{i}]) has index {index!r}; indices must be exactly "
+                "0..N-1 in the order of fields"
+            )
+        if not gene:
+            bad(f"fields[{i}] has an empty name")
+        elif gene != gene.strip():
+            bad(f"gene {gene!r} (fields[{i}]) has leading or trailing white space")
+        if any(unicodedata.category(c) == "Cc" for c in gene):
+            bad(f"gene {gene!r} (fields[{i}]) holds control characters")
+        bounds = _check_bounds(gene, entry, "index", bad) if quantized else None
+        path = pattern.replace("{index}", str(index)) if _is_int(index) else None
+        genes.append(GeneFile(i, gene, path, bounds))
+    _check_unique([g.gene_id for g in genes], bad)
+    return genes
+
+
+# ----------------------------------------------------------------------------------------
+# Payloads
+# ----------------------------------------------------------------------------------------
+def decode_file(raw: bytes, schema: ExportSchema) -> tuple[np.ndarray | None, list[str]]:
+    """A payload's values (codes or float32) and what is wrong with its bytes."""
+    problems: list[str] = []
+    data: bytes | None = raw
+    if schema.gz:
+        data, problems = inflate(raw)
+    if data is None:
+        return None, problems
+    if len(data) != schema.nbytes:
+        what = "decompresses to" if schema.gz else "holds"
+        problems.append(
+            f"{what} {len(data):,} bytes; n_points x {schema.dtype.itemsize} = "
+            f"{schema.nbytes:,} expected"
+            + ("" if schema.gz else " (truncated?)" if len(data) < schema.nbytes else "")
+        )
+        return None, problems
+    return np.frombuffer(data, dtype=schema.dtype), problems
+
+
+def check_codes(codes: np.ndarray, gene: GeneFile, schema: ExportSchema) -> list[str]:
+    """Do a quantized gene's codes fit its bounds? (Catches another gene's payload.)
+
+    The writer maps the minimum to code 0 and the maximum to the top code
+    (254 / 65534; one less is tolerated for truncating writers); a constant
+    gene has every code 0, an empty one every code the marker.
+    """
+    if schema.bits is None or gene.bounds is None:
+        return []
+    top = kernels.max_code(schema.bits)  # type: ignore[arg-type]
+    finite = codes[codes <= top]
+    lo, hi = gene.bounds
+    if finite.size == 0:
+        return []
+    first, last = int(finite.min()), int(finite.max())
+    problems = []
+    if first != 0:
+        problems.append(
+            f"its smallest code is {first}, not 0: the payload does not fit the bounds "
+            "[min, max] (the payload of another gene?)"
+        )
+    constant = lo == hi or (schema.layout == "key" and hi == lo + 1)
+    if lo == hi and last != 0:
+        problems.append(
+            f"bounds [{lo!r}, {hi!r}] say the gene is constant, but its codes reach {last}"
+        )
+    elif last == 0 and not constant:
+        problems.append(
+            f"every code is 0 but the bounds [{lo!r}, {hi!r}] are not those of a constant gene "
+            "(the payload of another gene?)"
+        )
+    elif last not in (0, top - 1, top):
+        problems.append(
+            f"its largest code is {last}, not {top}: the payload does not span the bounds "
+            "(the payload of another gene?)"
+        )
+    return problems
+
+
+def _check_batch(target: Target, schema: ExportSchema, genes: Sequence[GeneFile]) -> list[Problem]:
+    rels = list(dict.fromkeys(g.path for g in genes if g.path is not None))
+    raws = target.read_many(rels)
+    problems: list[Problem] = []
+    for g in genes:
+        if g.path is None:
+            continue
+        raw = raws[g.path]
+        if raw is None:
+            problems.append(Problem(g.path, f"is missing (gene {g.gene_id!r} names it)"))
+            continue
+        values, msgs = decode_file(raw, schema)
+        if values is not None:
+            msgs += check_codes(values, g, schema)
+        problems += [Problem(g.path, f"{m} (gene {g.gene_id!r})") for m in msgs]
+    return problems
+
+
+def _batches(genes: Sequence[GeneFile], per_batch: int) -> list[Sequence[GeneFile]]:
+    return [genes[i : i + per_batch] for i in range(0, len(genes), per_batch)]
+
+
+def check_payloads(
+    target: Target, schema: ExportSchema, max_workers: int | None = None
+) -> list[Problem]:
+    """Read every payload the manifest names and check its bytes, in parallel threads."""
+    per_batch = max(1, min(256, _BATCH_BYTES // max(1, schema.nbytes)))
+    workers = max_workers or min(8, (os.cpu_count() or 1) + 2)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        parts = pool.map(
+            lambda b: _check_batch(target, schema, b), _batches(schema.genes, per_batch)
+        )
+        problems = [p for part in parts for p in part]
+    order = {g.path: g.position for g in schema.genes}
+    return sorted(problems, key=lambda p: order.get(p.path, -1))
+
+
+def _stray_files(target: Target, schema: ExportSchema) -> list[Problem]:
+    named = {g.path for g in schema.genes}
+    stray = sorted(p for p in target.sizes(VAR_DIR) if p not in named)
+    if not stray:
+        return []
+    return [
+        Problem(
+            f"{VAR_DIR}/",
+            f"{len(stray)} file(s) no manifest entry names (left by an earlier export?): "
+            f"{_names(stray)}",
+        )
+    ]
+
+
+# ----------------------------------------------------------------------------------------
+# The rest of the folder (spec section 4)
+# ----------------------------------------------------------------------------------------
+def _exact_keys(
+    doc: Mapping[str, Any], where: str, required: Iterable[str], optional: Iterable[str] = ()
+) -> list[str]:
+    required, optional = list(required), list(optional)
+    msgs = []
+    missing = [k for k in required if k not in doc]
+    extra = [k for k in doc if k not in required and k not in optional]
+    if missing:
+        msgs.append(f"{where} lacks the key(s) {missing}")
+    if extra:
+        msgs.append(f"{where} has the key(s) {extra} the format does not allow")
+    return msgs
+
+
+def check_identity(target: Target, doc: Any, var: Mapping[str, Any] | None) -> list[Problem]:
+    """Check ``dataset_identity.json`` and the embedding files it names.
+
+    ``var`` is the parsed var manifest (None when the folder has none).
+    """
+    at = IDENTITY_NAME
+    problems: list[Problem] = []
+    if not isinstance(doc, dict):
+        return [Problem(at, f"must be a JSON object, not {type(doc).__name__}")]
+
+    def bad(msg: str) -> None:
+        problems.append(Problem(at, msg))
+
+    for msg in _exact_keys(doc, "it", _IDENTITY_REQUIRED, _IDENTITY_OPTIONAL):
+        bad(msg)
+    if doc.get("version") != 2:
+        bad(f"version is {doc.get('version')!r}, not 2")
+    if not (isinstance(doc.get("id"), str) and _ID.match(doc["id"])):
+        bad(f"id {doc.get('id')!r} does not match [A-Za-z0-9][A-Za-z0-9._-]*")
+    created = doc.get("created_at")
+    if created is not None and not (isinstance(created, str) and _CREATED_AT.match(created)):
+        bad(f"created_at {created!r} is not of the form YYYY-MM-DDTHH:MM:SSZ")
+    stats = doc.get("stats")
+    n_cells = None
+    if isinstance(stats, dict):
+        for msg in _exact_keys(stats, "stats", _STATS_KEYS):
+            bad(msg)
+        n_cells = stats.get("n_cells")
+        if not (_is_int(n_cells) and n_cells > 0):
+            bad(f"stats.n_cells is {n_cells!r}, not a positive integer")
+            n_cells = None
+        n_genes = stats.get("n_genes")
+        if var is not None:
+            if var.get("n_points") != n_cells and n_cells is not None:
+                bad(
+                    f"stats.n_cells is {n_cells} but {MANIFEST_NAME} has "
+                    f"n_points={var.get('n_points')}"
+                )
+            fields = var.get("fields")
+            if isinstance(fields, list) and n_genes != len(fields):
+                bad(f"stats.n_genes is {n_genes!r} but {MANIFEST_NAME} lists {len(fields)} genes")
+        elif n_genes not in (0, None):
+            bad(f"stats.n_genes is {n_genes!r} but the folder has no {MANIFEST_NAME}")
+        if isinstance(doc.get("obs_fields"), list) and stats.get("n_obs_fields") != len(
+            doc["obs_fields"]
+        ):
+            bad(
+                f"stats.n_obs_fields is {stats.get('n_obs_fields')!r} but obs_fields lists "
+                f"{len(doc['obs_fields'])}"
+            )
+    elif "stats" in doc:
+        bad("stats is not an object")
+
+    compression = var.get("compression") if var is not None else None
+    settings = doc.get("export_settings")
+    if isinstance(settings, dict):
+        for msg in _exact_keys(settings, "export_settings", _EXPORT_SETTINGS_KEYS):
+            bad(msg)
+        if settings.get("obs_categorical_dtype") not in ("uint8", "uint16", None):
+            bad(
+                "export_settings.obs_categorical_dtype is "
+                f"{settings.get('obs_categorical_dtype')!r};"
+                " the strict readers want 'uint8' or 'uint16'"
+            )
+        if var is not None:
+            if settings.get("compression") != var.get("compression"):
+                bad(
+                    f"export_settings.compression is {settings.get('compression')!r} but "
+                    f"{MANIFEST_NAME} says {var.get('compression')!r}"
+                )
+            if settings.get("var_quantization") != var.get("quantization"):
+                bad(
+                    f"export_settings.var_quantization is {settings.get('var_quantization')!r} "
+                    f"but {MANIFEST_NAME} says quantization={var.get('quantization')!r}"
+                )
+        else:
+            compression = settings.get("compression")
+    elif settings is not None:
+        bad("export_settings is not an object")
+
+    emb = doc.get("embeddings")
+    if isinstance(emb, dict):
+        for msg in _exact_keys(
+            emb, "embeddings", ("available_dimensions", "default_dimension", "files")
+        ):
+            bad(msg)
+        problems += _check_embeddings(target, emb, n_cells, compression)
+    elif "embeddings" in doc:
+        bad("embeddings is not an object")
+    return problems
+
+
+def _check_embeddings(
+    target: Target, emb: Mapping[str, Any], n_cells: int | None, compression: Any
+) -> list[Problem]:
+    at = IDENTITY_NAME
+    problems: list[Problem] = []
+    dims = emb.get("available_dimensions")
+    if not (
+        isinstance(dims, list)
+        and dims
+        and all(_is_int(d) and d in (1, 2, 3) for d in dims)
+        and dims == sorted(set(dims))
+    ):
+        return [
+            Problem(
+                at,
+                f"embeddings.available_dimensions {dims!r} is not an increasing "
+                "subset of [1, 2, 3]",
+            )
+        ]
+    if emb.get("default_dimension") not in dims:
+        problems.append(
+            Problem(
+                at,
+                f"embeddings.default_dimension {emb.get('default_dimension')!r}"
+                f" is not one of {dims}",
+            )
+        )
+    files = emb.get("files")
+    if not isinstance(files, dict):
+        return [*problems, Problem(at, "embeddings.files is not an object")]
+    gz = ".gz" if compression else ""
+    want = {f"{d}d": f"points_{d}d.bin{gz}" for d in dims}
+    if files != want:
+        problems.append(
+            Problem(
+                at,
+                f"embeddings.files is {files!r}; with compression="
+                f"{compression!r} it must be {want!r}",
+            )
+        )
+    for d in dims:
+        rel = want[f"{d}d"]
+        raw = target.read(rel)
+        if raw is None:
+            problems.append(Problem(rel, "is missing (dataset_identity.json names it)"))
+            continue
+        data: bytes | None = raw
+        msgs: list[str] = []
+        if gz:
+            data, msgs = inflate(raw)
+        if data is not None and n_cells is not None:
+            if len(data) != n_cells * d * 4:
+                msgs.append(
+                    f"holds {len(data):,} bytes; {n_cells} cells x {d} x 4 = "
+                    f"{n_cells * d * 4:,} expected"
+                )
+            else:
+                pts = np.frombuffer(data, "<f4")
+                if not np.isfinite(pts).all():
+                    msgs.append(f"holds {int((~np.isfinite(pts)).sum())} non-finite coordinate(s)")
+                elif np.abs(pts).max() > 1 + 1e-6:
+                    msgs.append(
+                        f"holds coordinates outside [-1, 1] (max |x| = {np.abs(pts).max():g})"
+                    )
+        problems += [Problem(rel, m) for m in msgs]
+    return problems
+
+
+def check_obs_manifest(doc: Any, var: Mapping[str, Any] | None, identity: Any) -> list[Problem]:
+    """Check ``obs_manifest.json`` against the var manifest and the identity."""
+    at = OBS_MANIFEST_NAME
+    if not isinstance(doc, dict):
+        return [Problem(at, f"must be a JSON object, not {type(doc).__name__}")]
+    problems: list[Problem] = []
+    if doc.get("_format") != FORMAT:
+        problems.append(Problem(at, f"_format is {doc.get('_format')!r}, not {FORMAT!r}"))
+    if var is not None:
+        if doc.get("n_points") != var.get("n_points"):
+            problems.append(
+                Problem(
+                    at,
+                    f"n_points is {doc.get('n_points')!r} but {MANIFEST_NAME}"
+                    f" says {var.get('n_points')!r}",
+                )
+            )
+        if doc.get("compression") != var.get("compression"):
+            problems.append(
+                Problem(
+                    at,
+                    f"compression is {doc.get('compression')!r} but "
+                    f"{MANIFEST_NAME} says {var.get('compression')!r}; the "
+                    "viewer needs one setting for the whole folder",
+                )
+            )
+    n_fields = sum(len(doc.get(k) or []) for k in ("_continuousFields", "_categoricalFields"))
+    if n_fields == 0:
+        # The keys are fixed; the two centroid settings are inert without obs
+        # fields (cellucid's own prepare writes 0.95 and "latent_space" there).
+        want = {
+            "_format": FORMAT,
+            "n_points": doc.get("n_points"),
+            "centroid_outlier_quantile": doc.get("centroid_outlier_quantile"),
+            "latent_key": doc.get("latent_key"),
+            "compression": doc.get("compression"),
+            "_obsSchemas": {},
+            "_continuousFields": [],
+            "_categoricalFields": [],
+        }
+        problems += [Problem(at, f"with no obs field, {m}") for m in _exact_keys(doc, "it", want)]
+        differ = [k for k in want if k in doc and doc[k] != want[k]]
+        if differ:
+            problems.append(
+                Problem(at, f"with no obs field, {differ} must be {[want[k] for k in differ]!r}")
+            )
+    listed = identity.get("obs_fields") if isinstance(identity, dict) else None
+    if isinstance(listed, list) and len(listed) != n_fields:
+        problems.append(
+            Problem(at, f"lists {n_fields} obs field(s) but {IDENTITY_NAME} lists {len(listed)}")
+        )
+    return problems
+
+
+# ----------------------------------------------------------------------------------------
+# validate
+# ----------------------------------------------------------------------------------------
+def validate(
+    path_or_url: str | os.PathLike[str] | Target,
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    max_workers: int | None = None,
+) -> ValidationReport:
+    """Check an export folder against the Cellucid format, reporting every problem.
+
+    Checks ``var_manifest.json`` (keys and types, the layout's path and name
+    rules, bounds finite and ordered, ids unique and not colliding as file
+    names), every payload it names (present, right length, one gzip member
+    with the right ISIZE, codes that fit the bounds), and, when present,
+    ``dataset_identity.json``, the embedding files and ``obs_manifest.json``
+    for consistency with it. Works on folders written by any tool.
+
+    Parameters
+    ----------
+    path_or_url
+        The export folder: a local path or any fsspec URL.
+    storage_options
+        fsspec options for a URL (credentials, ``endpoint_url``, ...).
+    max_workers
+        Threads reading payloads (default: a few more than the CPUs, at most 8).
+
+    Returns
+    -------
+    ValidationReport
+        ``.ok``, ``.problems`` (all of them), ``.warnings``; ``str()`` reads well.
+
+    Examples
+    --------
+    >>> report = validate("exports/pbmc")  # doctest: +SKIP
+    >>> report.ok, len(report.problems)  # doctest: +SKIP
+    (True, 0)
+    """
+    target = (
+        path_or_url
+        if isinstance(path_or_url, Target)
+        else Target.from_url(path_or_url, storage_options)
+    )
+    report = ValidationReport(url=target.url)
+    raw = target.read(MANIFEST_NAME)
+    ident_raw = target.read(IDENTITY_NAME)
+    obs_raw = target.read(OBS_MANIFEST_NAME)
+    var_doc: Any = None
+    schema: ExportSchema | None = None
+    if raw is None:
+        if ident_raw is None:
+            report.problems.append(
+                Problem(
+                    MANIFEST_NAME,
+                    f"is missing, and so is {IDENTITY_NAME}: {target.url} is not an export folder "
+                    "(or the export did not finish: re-run it to resume)",
+                )
+            )
+            return report
+        report.warnings.append(Problem(MANIFEST_NAME, "is absent: the folder holds no genes"))
+    else:
+        var_doc = parse_json(raw, MANIFEST_NAME, report.problems)
+        if var_doc is not None:
+            problems, schema = check_manifest(var_doc)
+            report.problems += problems
+        if not isinstance(var_doc, dict):
+            var_doc = None
+    if schema is not None:
+        report.n_genes, report.n_cells, report.layout = (
+            len(schema.genes),
+            schema.n_cells,
+            schema.layout,
+        )
+        log.info("validating %d payloads under %r", len(schema.genes), target)
+        report.problems += check_payloads(target, schema, max_workers)
+        report.warnings += _stray_files(target, schema)
+
+    identity: Any = None
+    if ident_raw is not None:
+        identity = parse_json(ident_raw, IDENTITY_NAME, report.problems)
+        if identity is not None:
+            report.problems += check_identity(target, identity, var_doc)
+    if obs_raw is not None:
+        obs = parse_json(obs_raw, OBS_MANIFEST_NAME, report.problems)
+        if obs is not None:
+            report.problems += check_obs_manifest(obs, var_doc, identity)
+    elif identity is not None:
+        report.problems.append(Problem(OBS_MANIFEST_NAME, f"is missing ({IDENTITY_NAME} is there)"))
+    if target.sizes(JOURNAL_DIR):
+        report.warnings.append(
+            Problem(
+                f"{JOURNAL_DIR}/",
+                "an export journal remains: an export into this folder did not finish (re-run it "
+                "to resume, or delete the folder)",
+            )
+        )
+    return report
+
+
+# ----------------------------------------------------------------------------------------
+# verify
+# ----------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class VerifyJob:
+    """What one verify task needs: its genes' files and bounds (cheap to ship)."""
+
+    start: int
+    genes: tuple[GeneFile, ...]
+    schema: ExportSchema  # with genes=() to keep the job small
+    tolerance: float
+
+
+def _expected_bounds(x: np.ndarray, gene: GeneFile, layout: Layout) -> tuple[float, float]:
+    finite = x[np.isfinite(x)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (math.nan, math.nan)
+    entry = GeneEntry(gene.position, gene.gene_id, lo, hi, int(x.size - finite.size), 0)
+    return mf.written_bounds(entry, layout)
+
+
+def compare_gene(
+    values: np.ndarray, x: np.ndarray, gene: GeneFile, schema: ExportSchema, tolerance: float
+) -> GeneCheck:
+    """Compare one decoded payload with its source column (float32, n_cells).
+
+    Quantized: the error of each cell is ``|decoded - x| / step`` with the
+    viewer's decode in float64 and ``step = (max - min) / max_code`` from the
+    written bounds, i.e. how far the code is from the exact one in steps.
+    float32: bit for bit (any NaN matches any NaN).
+    """
+    src_missing = ~np.isfinite(x)
+    if schema.bits is None:
+        out_missing = np.isnan(values)
+        nan_mismatch = int((np.isnan(x) != out_missing).sum())
+        both = ~(np.isnan(x) | out_missing)
+        differ = both & (values.view("<u4") != x.view("<u4"))
+        finite = both & np.isfinite(x) & np.isfinite(values)
+        err = np.abs(values[finite].astype(np.float64) - x[finite].astype(np.float64))
+        return GeneCheck(
+            gene.gene_id, float(err.max()) if err.size else 0.0, int(differ.sum()), nan_mismatch
+        )
+    bits = schema.bits
+    top = kernels.max_code(bits)  # type: ignore[arg-type]
+    marker = values == top + 1
+    nan_mismatch = int((src_missing != marker).sum())
+    expected = _expected_bounds(x, gene, schema.layout)
+    assert gene.bounds is not None
+    lo, hi = gene.bounds
+    both = ~(src_missing | marker)
+    xs = x[both].astype(np.float64)
+    decoded = lo + values[both].astype(np.float64) * ((hi - lo) / top)
+    if hi > lo:
+        err = np.abs(decoded - xs) / ((hi - lo) / top)
+    else:  # index-layout constant: decodes to exactly lo
+        err = np.where(decoded == xs, 0.0, np.inf)
+    max_err = float(err.max()) if err.size else 0.0
+    # float64 slack: the exact code's error is at most tolerance up to rounding noise
+    n_wrong = int((err > tolerance + 1e-6).sum())
+    return GeneCheck(gene.gene_id, max_err, n_wrong, nan_mismatch, (lo, hi), expected)
+
+
+def _columns(block: Any) -> Callable[[int], np.ndarray]:
+    """Column ``k`` of a block as a dense float32 vector, without scipy's fancy indexing."""
+    if sp.issparse(block):
+        csc = sp.csc_matrix(block)  # a view when already CSC: copy before changing it
+        if not csc.has_canonical_format:
+            csc = csc.copy()
+            csc.sum_duplicates()
+        data = np.asarray(csc.data, dtype=np.float32)
+        indices, indptr, n = csc.indices, csc.indptr, csc.shape[0]
+
+        def sparse_column(k: int) -> np.ndarray:
+            out = np.zeros(n, np.float32)
+            s, e = indptr[k], indptr[k + 1]
+            out[indices[s:e]] = data[s:e]
+            return out
+
+        return sparse_column
+    xt = np.ascontiguousarray(np.asarray(block).T, dtype=np.float32)
+    return lambda k: xt[k]
+
+
+def verify_block(block: Any, job: VerifyJob, target: Target) -> list[GeneCheck]:
+    """The verify task: read one block's payloads and compare them with the block."""
+    schema = job.schema
+    rels = [g.path for g in job.genes if g.path is not None]
+    raws = target.read_many(list(dict.fromkeys(rels))) if rels else {}
+    column = _columns(block)
+    out = []
+    for k, gene in enumerate(job.genes):
+        raw = raws.get(gene.path) if gene.path is not None else None
+        if raw is None:
+            why = "its payload file is missing" if gene.path else "no file name can be made from it"
+            out.append(
+                GeneCheck(gene.gene_id, math.nan, 0, 0, gene.bounds, None, f"{why} ({gene.path})")
+            )
+            continue
+        values, msgs = decode_file(raw, schema)
+        if values is None:
+            out.append(
+                GeneCheck(
+                    gene.gene_id,
+                    math.nan,
+                    0,
+                    0,
+                    gene.bounds,
+                    None,
+                    f"{gene.path}: " + "; ".join(msgs),
+                )
+            )
+            continue
+        check = compare_gene(values, column(k), gene, schema, job.tolerance)
+        if msgs:  # readable but badly framed: values compared, framing still wrong
+            check = GeneCheck(
+                check.gene_id,
+                check.max_error,
+                check.n_wrong,
+                check.n_nan_mismatch,
+                check.bounds,
+                check.expected_bounds,
+                f"{gene.path}: " + "; ".join(msgs),
+            )
+        out.append(check)
+    return out
+
+
+def _compute(tasks: list[Any], scheduler: Any, num_workers: int | None) -> list[Any]:
+    # The only use of Dask here: compute the per-block tasks on the chosen scheduler.
+    import dask  # noqa: TID251 - the export's engine; see the module docstring
+
+    from . import _scheduler
+
+    with _scheduler.resolve(scheduler, num_workers) as (local, client):
+        if client is not None:
+            return list(client.gather(client.compute(tasks)))
+        kw: dict[str, Any] = {"scheduler": local}
+        if num_workers:
+            kw["num_workers"] = num_workers
+        return list(dask.compute(*tasks, **kw))
+
+
+def _tasks(x: Any, jobs: Sequence[VerifyJob], target: Target) -> list[Any]:
+    import dask  # noqa: TID251
+
+    blocks = x.to_delayed(optimize_graph=True).ravel()
+    token = uuid.uuid4().hex[:8]  # names only; every verify is a fresh computation
+    return [
+        dask.delayed(verify_block, pure=False)(
+            blocks[i], job, target, dask_key_name=f"cellucid-verify-{token}-{job.start}"
+        )
+        for i, job in enumerate(jobs)
+    ]
+
+
+def verify_source(
+    target: Target,
+    source: Source,
+    gene_columns: Mapping[str, int],
+    *,
+    expected: Sequence[str] | None = None,
+    tolerance: float = 0.5,
+    genes_per_block: int | None = None,
+    scheduler: Any = None,
+    num_workers: int | None = None,
+) -> VerifyReport:
+    """Compare an export with a :class:`~dask_cellucid.adapters.Source`, one task per block.
+
+    ``gene_columns`` maps gene ids to their column in ``source``; ``expected``
+    lists the genes the export should hold (default: every key of
+    ``gene_columns``). Blocks are sized as the export sizes them, unless
+    ``genes_per_block`` is given.
+    """
+    from . import plan as planning
+    from .errors import InvalidOptionError
+
+    if not (_is_number(tolerance) and tolerance >= 0):
+        msg = f"tolerance={tolerance!r} must be a number of steps >= 0 (0.5 for nearest rounding)."
+        raise InvalidOptionError(msg)
+    if genes_per_block is not None and not (_is_int(genes_per_block) and genes_per_block > 0):
+        msg = f"genes_per_block={genes_per_block!r} must be a positive integer."
+        raise InvalidOptionError(msg)
+    raw = target.read(MANIFEST_NAME)
+    if raw is None:
+        msg = f"{target.url} has no {MANIFEST_NAME}: not a finished gene export."
+        raise FileNotFoundError(msg)
+    problems: list[Problem] = []
+    doc = parse_json(raw, MANIFEST_NAME, problems)
+    more, schema = check_manifest(doc)
+    problems += more
+    bits = doc.get("quantization") if isinstance(doc, dict) else None
+    report = VerifyReport(
+        target.url,
+        getattr(source, "description", "source"),
+        float(tolerance),
+        bits if bits in (8, 16) else None,
+        problems=problems,
+    )
+    if schema is None:
+        return report
+    n_cells = source.shape[0]
+    if schema.n_cells != n_cells:
+        report.problems.append(
+            Problem(
+                MANIFEST_NAME,
+                f"n_points is {schema.n_cells} but the source has {n_cells} cells: not an "
+                "export of "
+                "this matrix (or of another subset of its cells)",
+            )
+        )
+        return report
+    exported = {g.gene_id for g in schema.genes}
+    wanted = list(gene_columns) if expected is None else list(expected)
+    report.missing = [g for g in dict.fromkeys(wanted) if g not in exported]
+    report.extra = list(
+        dict.fromkeys(g.gene_id for g in schema.genes if g.gene_id not in gene_columns)
+    )
+    compared = [g for g in schema.genes if g.gene_id in gene_columns]
+    if not compared:
+        return report
+    per_block = genes_per_block or planning.genes_per_block(
+        n_cells,
+        len(compared),
+        source.bytes_per_value() + schema.dtype.itemsize + 16,
+        n_threads=num_workers or os.cpu_count() or 1,
+    )
+    sizes = tuple(min(per_block, len(compared) - s) for s in range(0, len(compared), per_block))
+    slim = ExportSchema(schema.layout, schema.n_cells, schema.bits, schema.gz, ())
+    jobs, at = [], 0
+    for n in sizes:
+        jobs.append(VerifyJob(at, tuple(compared[at : at + n]), slim, float(tolerance)))
+        at += n
+    x = source.column_blocks([gene_columns[g.gene_id] for g in compared], sizes)
+    log.info("verifying %d genes x %d cells in %d block tasks", len(compared), n_cells, len(jobs))
+    results = _compute(_tasks(x, jobs, target), scheduler, num_workers)
+    report.genes = [c for part in results for c in part]
+    return report
+
+
+def _column_lookup(all_ids: Sequence[str], layout: Layout) -> tuple[dict[str, int], list[str]]:
+    """Gene id -> source column, also under the names ``make_unique`` would give.
+
+    Also returns the ids a full export would hold (renamed as ``make_unique``
+    renames them, when that is what it takes to export them).
+    """
+    from . import naming
+    from .errors import GeneIdError
+
+    lookup: dict[str, int] = {}
+    for j, g in enumerate(all_ids):
+        lookup.setdefault(g, j)
+    renamed = naming.make_unique(all_ids)
+    with contextlib.suppress(GeneIdError):
+        renamed = naming.resolve_ids(renamed, layout=layout, make_names_unique=True)
+    for j, g in enumerate(renamed):
+        lookup.setdefault(g, j)
+    return lookup, renamed
+
+
+def verify(
+    path_or_url: str | os.PathLike[str] | Target,
+    source: Any,
+    var: Any = None,
+    *,
+    layer: str | None = None,
+    use_raw: bool = False,
+    var_gene_id_column: str | None = None,
+    gene_identifiers: Sequence[str] | None = None,
+    tolerance: float = 0.5,
+    genes_per_block: int | None = None,
+    scheduler: Any = None,
+    num_workers: int | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> VerifyReport:
+    """Compare every exported gene with the source matrix, in parallel.
+
+    Reads the source as the export does (one Dask task per block of genes),
+    decodes each payload as the viewer does, and reports per gene the largest
+    error in quantization steps, genes whose values or bounds are wrong, NaN
+    mismatches, and genes missing from or extra to the export.
+
+    Parameters
+    ----------
+    path_or_url
+        The export folder (local path or fsspec URL).
+    source
+        What the export was made from: anything :func:`~dask_cellucid.prepare`
+        accepts as ``gene_expression``.
+    var
+        Gene metadata for a bare matrix (a DataFrame or a list of names);
+        taken from the source when it carries it.
+    layer, use_raw
+        Which matrix of an AnnData source, as for ``prepare``.
+    var_gene_id_column
+        Where gene ids come from; default: what the manifest records.
+    gene_identifiers
+        The genes the export should hold; default: every gene of ``var``.
+    tolerance
+        Largest accepted error in steps: 0.5 (the default) for exports rounded
+        to nearest; 1 accepts ``rounding="floor"`` (the reference writer's
+        truncation). float32 exports are compared bit for bit.
+    genes_per_block
+        Genes per task; by default sized as ``prepare`` sizes the export's.
+    scheduler, num_workers
+        How to run, as for ``prepare``.
+    storage_options
+        fsspec options for ``path_or_url``.
+
+    Returns
+    -------
+    VerifyReport
+        ``.ok`` is True only when every gene is within ``tolerance`` with
+        the right bounds and missing cells, and no gene is missing or extra.
+    """
+    from . import api
+    from .adapters import as_source
+
+    target = (
+        path_or_url
+        if isinstance(path_or_url, Target)
+        else Target.from_url(path_or_url, storage_options)
+    )
+    src = as_source(source, layer=layer, use_raw=use_raw)
+    var_df = api._as_var(var) if var is not None else src.var
+    if var_df is None:
+        from .errors import InvalidOptionError
+
+        msg = (
+            "var is required with a bare matrix: pass var=adata.var (or the list of gene "
+            "names), one row per column of the source."
+        )
+        raise InvalidOptionError(msg)
+    api._check_alignment(var_df, src.shape)
+    doc: Any = {}
+    raw = target.read(MANIFEST_NAME)
+    if raw is not None:
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            doc = {}  # verify_source reports it
+    if not isinstance(doc, dict):
+        doc = {}
+    column = var_gene_id_column
+    if column is None and isinstance(doc, dict):
+        recorded = doc.get("var_gene_id_column")
+        column = recorded if isinstance(recorded, str) else None
+    all_ids, _ = api.gene_ids_from_var(var_df, column)
+    layout: Layout = (
+        "index" if "{index}" in str((doc.get("_varSchema") or {}).get("pathPattern")) else "key"
+    )
+    lookup, full = _column_lookup(all_ids, layout)
+    if gene_identifiers is None:
+        expected = full
+    elif isinstance(gene_identifiers, str):
+        from .errors import InvalidOptionError
+
+        msg = f"gene_identifiers must be a list of gene ids, not the string {gene_identifiers!r}."
+        raise InvalidOptionError(msg)
+    else:
+        expected = [str(g) for g in gene_identifiers]
+    return verify_source(
+        target,
+        src,
+        lookup,
+        expected=expected,
+        tolerance=tolerance,
+        genes_per_block=genes_per_block,
+        scheduler=scheduler,
+        num_workers=num_workers,
+    )
+
+
+__all__ = [
+    "GeneCheck",
+    "Problem",
+    "ValidationReport",
+    "VerifyReport",
+    "inflate",
+    "validate",
+    "verify",
+]
