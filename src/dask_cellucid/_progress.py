@@ -6,16 +6,20 @@ count finished futures instead; both feed the same tqdm bar.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask
 from dask.callbacks import Callback
-from dask.delayed import Delayed
 from tqdm.auto import tqdm
 
 from ._graph import TASK_PREFIX
-from .types import GeneEntry
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from dask.delayed import Delayed
+
+    from .types import GeneEntry
 
 
 class _BlockBar(Callback):  # type: ignore[misc]
@@ -40,21 +44,40 @@ def run(
     progress: bool,
 ) -> list[list[GeneEntry]]:
     """Compute the block tasks; return their entries in task order."""
-    with tqdm(total=n_genes, initial=initial, unit="gene", desc="Exporting genes",
-              disable=not progress, smoothing=0.1) as bar:
+    with tqdm(
+        total=n_genes,
+        initial=initial,
+        unit="gene",
+        desc="Exporting genes",
+        disable=not progress,
+        smoothing=0.1,
+    ) as bar:
         if client is not None:
-            from distributed import as_completed
-
-            futures = client.compute(list(tasks))
-            order = {fut.key: i for i, fut in enumerate(futures)}
-            results: list[list[GeneEntry]] = [[] for _ in futures]
-            # only each block's small entry list comes back, never payload bytes
-            for fut, entries in as_completed(futures, with_results=True):
-                results[order[fut.key]] = entries
-                bar.update(len(entries))
-            return results
+            return _run_distributed(tasks, client, bar)
         kw: dict[str, Any] = {"scheduler": scheduler}
         if num_workers:
             kw["num_workers"] = num_workers
         with _BlockBar(bar):
             return list(dask.compute(*tasks, **kw))
+
+
+def _run_distributed(tasks: Sequence[Delayed], client: Any, bar: tqdm) -> list[list[GeneEntry]]:
+    """Submit the block tasks to the cluster and count them off as they finish.
+
+    Only each block's small entry list comes back to the client, never payload
+    bytes. If a block fails for good, the blocks still queued are cancelled
+    before the error propagates (nothing will name what they would write).
+    """
+    from distributed import as_completed
+
+    futures = client.compute(list(tasks))
+    order = {fut.key: i for i, fut in enumerate(futures)}
+    results: list[list[GeneEntry]] = [[] for _ in futures]
+    try:
+        for fut, entries in as_completed(futures, with_results=True, loop=client.loop):
+            results[order[fut.key]] = entries
+            bar.update(len(entries))
+    except BaseException:
+        client.cancel(futures)
+        raise
+    return results

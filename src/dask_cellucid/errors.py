@@ -37,5 +37,9 @@ class VerificationError(CellucidExportError, ValueError):
     """``prepare(..., verify=True)``: the folder written does not match its source."""
 
 
+class StorageError(CellucidExportError, OSError):
+    """Storage kept failing after every retry; no manifest names the unfinished files."""
+
+
 class ExportWarning(UserWarning):
     """Something in the data deserves a look, but the export went ahead."""

@@ -11,11 +11,15 @@ The journal is removed once the manifest is written.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
-from .sink import Target
 from .types import MANIFEST_NAME, VAR_DIR, GeneEntry, Plan
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from .sink import Target
 
 JOURNAL_DIR = ".dask-cellucid"
 _HEAD = f"{JOURNAL_DIR}/export.json"
@@ -23,6 +27,7 @@ _BLOCKS = f"{JOURNAL_DIR}/blocks"
 
 
 def read_fingerprint(target: Target) -> str | None:
+    """The fingerprint of the unfinished export in ``target``, if there is one."""
     raw = target.read(_HEAD)
     if raw is None:
         return None
@@ -33,11 +38,14 @@ def read_fingerprint(target: Target) -> str | None:
 
 
 def begin(target: Target, plan: Plan) -> None:
+    """Record which plan is being written, before its first payload."""
     head = {"tool": "dask-cellucid", "fingerprint": plan.fingerprint(), "n_genes": plan.n_genes}
     target.write({_HEAD: json.dumps(head).encode()})
 
 
-def block_record(plan_fingerprint: str, start: int, entries: Sequence[GeneEntry]) -> tuple[str, bytes]:
+def block_record(
+    plan_fingerprint: str, start: int, entries: Sequence[GeneEntry]
+) -> tuple[str, bytes]:
     """The path and bytes of one block's record (written by the block task)."""
     rows = []
     for e in entries:
@@ -50,15 +58,19 @@ def block_record(plan_fingerprint: str, start: int, entries: Sequence[GeneEntry]
 
 
 def completed(target: Target, plan: Plan) -> dict[int, GeneEntry]:
-    """Genes already written intact by an earlier run of the same plan."""
+    """Genes already written intact by an earlier run of the same plan.
+
+    A gene counts only if a block record of this plan's fingerprint names it
+    (at its position, with its id) and its payload is on storage with exactly
+    the recorded size: a missing, truncated or foreign file is redone.
+    """
     fp = plan.fingerprint()
-    records = [p for p in target.sizes(_BLOCKS) if p.rsplit("/", 1)[-1].startswith(fp + "-")]
+    records = sorted(p for p in target.sizes(_BLOCKS) if p.rsplit("/", 1)[-1].startswith(fp + "-"))
     if not records:
         return {}
     on_disk = target.sizes(VAR_DIR)
     done: dict[int, GeneEntry] = {}
-    for rel in records:
-        raw = target.read(rel)
+    for raw in target.read_many(records).values():
         try:
             body = json.loads(raw or b"")
             if body["fingerprint"] != fp:
@@ -90,12 +102,15 @@ def _entry(d: dict[str, object]) -> GeneEntry:
 
 
 def clear(target: Target) -> None:
+    """Remove the journal (once the manifest is written, or with ``force``)."""
     target.remove_tree(JOURNAL_DIR)
 
 
 def has_payloads(target: Target) -> bool:
+    """Whether ``var/`` holds any payload (temporary files left by a crash aside)."""
     return any(not p.rsplit("/", 1)[-1].startswith(".") for p in target.sizes(VAR_DIR))
 
 
 def has_manifest(target: Target) -> bool:
+    """Whether a finished export (its ``var_manifest.json``) is in ``target``."""
     return target.exists(MANIFEST_NAME)

@@ -2,47 +2,128 @@
 
 The only module that imports fsspec. A :class:`Target` is a small picklable
 description (URL + ``storage_options``); the filesystem object is built inside
-each process that uses it (fsspec caches one instance per process), so forked
-or spawned workers never share an async client.
+each process that uses it (fsspec caches one instance per process and drops
+the cache after a fork), so forked or spawned workers never share an async
+client.
 
 Every file appears atomically: on a local filesystem it is written under a
 temporary name and renamed; on object storage a single PUT is atomic anyway.
+A block's files go out as one bulk write: on an async filesystem (s3fs, gcsfs,
+adlfs) all its PUTs run concurrently on one connection pool, and only the ones
+that failed with a transient error (throttling, 5xx, dropped connections) are
+retried, with exponential backoff.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 import posixpath
+import random
+import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
+from fsspec.asyn import AsyncFileSystem, _run_coros_in_chunks, sync
 from fsspec.implementations.local import LocalFileSystem
+from fsspec.utils import get_protocol
 
-from .errors import InvalidOptionError
+from .errors import InvalidOptionError, StorageError
 
 log = logging.getLogger(__name__)
 
 # Objects must not carry Content-Encoding: gzip (the browser would inflate them
 # before the viewer does); see spec section 1.
 CONTENT_TYPE = "application/octet-stream"
-_RETRIES = 5
+#: Manifests and other JSON documents.
+JSON_CONTENT_TYPE = "application/json"
+
+#: Connections per process to S3 when ``storage_options`` leave it unset
+#: (botocore's default is 10). One block's bulk write runs this many PUTs at once.
+DEFAULT_POOL = 64
+#: Attempts of one object write before giving up (on top of the client library's own).
+ATTEMPTS = 6
+_BACKOFF = 0.25  # seconds before the first retry; doubles each time, with jitter
+_BACKOFF_MAX = 8.0
+
+_S3 = frozenset({"s3", "s3a"})
+_TRANSIENT_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in (
+        "EBUSY",
+        "EAGAIN",
+        "EIO",
+        "ETIMEDOUT",
+        "ECONNRESET",
+        "ECONNABORTED",
+        "EPIPE",
+        "EREMOTEIO",
+        "ENETUNREACH",
+        "EHOSTUNREACH",
+    )
+    if hasattr(errno, name)
+)
+# Client-library exceptions (botocore, aiohttp, fsspec) that mean "try again".
+_TRANSIENT_TYPES = frozenset(
+    {
+        "EndpointConnectionError",
+        "ConnectionClosedError",
+        "ReadTimeoutError",
+        "ConnectTimeoutError",
+        "HTTPClientError",
+        "ServerDisconnectedError",
+        "ClientPayloadError",
+        "ClientConnectionError",
+        "ClientOSError",
+        "IncompleteRead",
+        "ResponseStreamingError",
+        "FSTimeoutError",
+    }
+)
+_TRANSIENT_WORDS = re.compile(
+    r"SlowDown|Throttl|TooManyRequests|RequestLimitExceeded|ServiceUnavailable|InternalError"
+    r"|RequestTimeout|\b5\d\d\b"
+)
+_USERINFO = re.compile(r"(://)[^/@]*@")
 
 
 @dataclass(frozen=True)
 class Target:
-    """An export root: a local path or any fsspec URL, plus its storage options."""
+    """An export root: a local path or any fsspec URL, plus its storage options.
+
+    ``storage_options`` (credentials, ``endpoint_url``, ``client_kwargs``,
+    ``config_kwargs``...) go to :func:`fsspec.url_to_fs` unchanged, except that
+    S3 gets a connection pool of :data:`DEFAULT_POOL` when none is set. They are
+    never shown: not by ``repr``, not in logs or errors.
+    """
 
     url: str
     storage_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_url(cls, url: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None) -> Target:
+    def from_url(
+        cls, url: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None
+    ) -> Target:
+        """A target for ``url``; local paths are made absolute.
+
+        Raises
+        ------
+        InvalidOptionError
+            ``storage_options`` given with a local path, or not a mapping.
+        """
         url = os.fspath(url)
+        if storage_options is not None and not isinstance(storage_options, Mapping):
+            msg = (
+                f"storage_options must be a dict of fsspec options, got "
+                f"{type(storage_options).__name__}."
+            )
+            raise InvalidOptionError(msg)
         if storage_options and "://" not in url:
             msg = (
                 f"storage_options were given for the local path {url!r}; drop them, or give a "
@@ -51,13 +132,25 @@ class Target:
             raise InvalidOptionError(msg)
         if "://" not in url:
             url = os.path.abspath(os.path.expanduser(url))
-        return cls(url.rstrip("/") or "/", dict(storage_options or {}))
+        options = dict(storage_options or {})
+        if get_protocol(url) in _S3:
+            config = dict(options.get("config_kwargs") or {})
+            config.setdefault("max_pool_connections", DEFAULT_POOL)
+            options["config_kwargs"] = config
+        return cls(url.rstrip("/") or "/", options)
+
+    @property
+    def display_url(self) -> str:
+        """The URL with any ``user:password@`` part removed: safe for logs and errors."""
+        return _USERINFO.sub(r"\1", self.url)
 
     def __repr__(self) -> str:  # never show credentials
-        return f"Target({self.url!r})"
+        return f"Target({self.display_url!r})"
 
     # -- the filesystem, built where it is used ---------------------------------
     def _fs_root(self) -> tuple[Any, str]:
+        # fsspec returns the process's cached instance for the same arguments
+        # (and a fresh one after a fork), so this is cheap after the first call.
         fs, root = fsspec.url_to_fs(self.url, **self.storage_options)
         return fs, root.rstrip("/")
 
@@ -73,6 +166,12 @@ class Target:
     def is_local(self) -> bool:
         return isinstance(self.fs, LocalFileSystem)
 
+    @property
+    def pool_size(self) -> int:
+        """Concurrent requests of one bulk write."""
+        config = self.storage_options.get("config_kwargs") or {}
+        return max(1, int(config.get("max_pool_connections", DEFAULT_POOL)))
+
     def path(self, rel: str) -> str:
         return posixpath.join(self.root, rel) if rel else self.root
 
@@ -80,106 +179,273 @@ class Target:
     def read(self, rel: str) -> bytes | None:
         """The file's bytes, or None if there is no such file."""
         try:
-            return self.fs.cat_file(self.path(rel))
+            return self.fs.cat_file(self.path(rel))  # type: ignore[no-any-return]
         except FileNotFoundError:
             return None
 
+    def read_many(self, rels: list[str]) -> dict[str, bytes | None]:
+        """Several small files at once (concurrently on object storage).
+
+        A missing file maps to None; any other error is raised.
+        """
+        fs, root = self._fs_root()
+        paths = [posixpath.join(root, rel) for rel in rels]
+        if isinstance(fs, AsyncFileSystem) and len(paths) > 1:
+            out = sync(fs.loop, _gather, [fs._cat_file(p) for p in paths], self.pool_size)
+        else:
+            out = []
+            for p in paths:
+                try:
+                    out.append(fs.cat_file(p))
+                except FileNotFoundError as err:
+                    out.append(err)
+        failed = next(
+            (
+                v
+                for v in out
+                if isinstance(v, BaseException) and not isinstance(v, FileNotFoundError)
+            ),
+            None,
+        )
+        if failed is not None:
+            raise failed
+        return {
+            rel: (None if isinstance(v, BaseException) else v)
+            for rel, v in zip(rels, out, strict=True)
+        }
+
     def exists(self, rel: str) -> bool:
-        return bool(self.fs.exists(self.path(rel)))
+        fs = self.fs
+        path = self.path(rel)
+        fs.invalidate_cache(path)  # another process may have written it since
+        return bool(fs.exists(path))
 
     def sizes(self, prefix: str) -> dict[str, int]:
-        """Sizes of the files under ``prefix``, keyed by path relative to the root."""
+        """Sizes of the files under ``prefix``, keyed by path relative to the root.
+
+        Always a fresh listing: other processes (workers, an earlier run) may
+        have written since this process last looked.
+        """
         fs, root = self._fs_root()
         base = posixpath.join(root, prefix)
+        fs.invalidate_cache(base)
         try:
             found = fs.find(base, detail=True)
         except FileNotFoundError:
             return {}
         n = len(root) + 1
-        return {p[n:] if p.startswith(root) else p: int(info["size"]) for p, info in found.items()}
+        return {
+            p[n:] if p.startswith(root + "/") else p: int(info["size"]) for p, info in found.items()
+        }
 
     # -- writes -------------------------------------------------------------------
     def prepare(self) -> None:
-        """Create the root (and ``var/``) where a filesystem needs directories."""
+        """Create the root (and ``var/``) where a filesystem needs directories.
+
+        On a local filesystem, also remove temporary files that a killed writer
+        left behind (they are never named by anything).
+        """
         fs, root = self._fs_root()
         if isinstance(fs, LocalFileSystem):
-            fs.makedirs(posixpath.join(root, "var"), exist_ok=True)
+            var = posixpath.join(root, "var")
+            fs.makedirs(var, exist_ok=True)
+            for name in os.listdir(var):
+                if name.startswith(".") and name.endswith(".tmp"):
+                    _unlink_quietly(posixpath.join(var, name))
 
     def write(self, files: Mapping[str, bytes]) -> None:
-        """Write several files, each atomically; one bulk request on object storage."""
+        """Write several files, each atomically; one bulk request on object storage.
+
+        Transient failures (throttling, server errors, dropped connections) are
+        retried per object with exponential backoff.
+
+        Raises
+        ------
+        StorageError
+            Some object could still not be written after :data:`ATTEMPTS` tries.
+        """
         if not files:
             return
         fs, root = self._fs_root()
         if isinstance(fs, LocalFileSystem):
-            for rel, data in files.items():
-                _atomic_local_write(posixpath.join(root, rel), data)
+            _write_local_durably({posixpath.join(root, rel): data for rel, data in files.items()})
             return
-        paths = {posixpath.join(root, rel): data for rel, data in files.items()}
-        _with_retries(lambda: fs.pipe(paths, **_put_options(fs)), what=f"{len(paths)} objects")
+        pending = {posixpath.join(root, rel): data for rel, data in files.items()}
+        if isinstance(fs, AsyncFileSystem):
+            limit = self.pool_size
+
+            def put(batch: dict[str, bytes]) -> list[Any]:
+                coros = [fs._pipe_file(p, d, **_put_options(fs, p)) for p, d in batch.items()]
+                return sync(fs.loop, _gather, coros, limit)  # type: ignore[no-any-return]
+        else:
+
+            def put(batch: dict[str, bytes]) -> list[Any]:
+                out: list[Any] = []
+                for p, d in batch.items():
+                    try:
+                        fs.pipe_file(p, d, **_put_options(fs, p))
+                        out.append(None)
+                    except Exception as err:
+                        out.append(err)
+                return out
+
+        _write_with_retries(put, pending, where=self.display_url)
 
     def remove(self, rel: str) -> None:
         """Delete a file if it exists."""
         fs = self.fs
         path = self.path(rel)
-        try:
+        with contextlib.suppress(FileNotFoundError):
             fs.rm_file(path)
-        except FileNotFoundError:
-            pass
+        fs.invalidate_cache(path)
 
     def remove_tree(self, rel: str) -> None:
         """Delete everything under ``rel`` (a no-op if there is nothing)."""
         fs = self.fs
         path = self.path(rel)
+        fs.invalidate_cache(path)
         if fs.exists(path):
             fs.rm(path, recursive=True)
+        fs.invalidate_cache(path)
         if isinstance(fs, LocalFileSystem):
             fs.makedirs(self.path("var"), exist_ok=True)
 
-    def sync(self) -> None:
-        """Make every file written so far durable before the manifest names it.
 
-        Object stores acknowledge a PUT only once it is durable; on a local
-        filesystem one ``sync`` is far cheaper than an ``fsync`` per file.
-        """
-        if self.is_local and hasattr(os, "sync"):
-            os.sync()
+async def _gather(coros: list[Any], limit: int) -> list[Any]:
+    """Run coroutines, at most ``limit`` at once; exceptions are returned, not raised."""
+    return await _run_coros_in_chunks(  # type: ignore[no-any-return]
+        coros, batch_size=limit, return_exceptions=True, nofiles=True
+    )
 
 
-def _atomic_local_write(path: str, data: bytes) -> None:
-    tmp = f"{posixpath.dirname(path)}/.{posixpath.basename(path)}.{uuid.uuid4().hex[:8]}.tmp"
+def _write_with_retries(
+    put: Callable[[dict[str, bytes]], list[Any]], pending: dict[str, bytes], *, where: str
+) -> None:
+    for attempt in range(1, ATTEMPTS + 1):
+        outcome = put(pending)
+        failed = {
+            p: err
+            for p, err in zip(pending, outcome, strict=True)
+            if isinstance(err, BaseException)
+        }
+        if not failed:
+            return
+        fatal = next((e for e in failed.values() if not is_transient(e)), None)
+        first = next(iter(failed.values()))
+        if fatal is not None or attempt == ATTEMPTS:
+            err = fatal or first
+            why = (
+                "a permanent error"
+                if fatal is not None
+                else f"a transient error that persisted through {ATTEMPTS} attempts"
+            )
+            msg = (
+                f"writing {len(failed)} of {len(pending)} objects to {where} failed with {why}: "
+                f"{type(err).__name__}: {err}. No manifest names them. Check access to the "
+                "bucket and its endpoint, then re-run the same export: it resumes, skipping "
+                "what is already written."
+            )
+            raise StorageError(msg) from err
+        delay = min(_BACKOFF_MAX, _BACKOFF * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+        log.warning(
+            "writing %d of %d objects to %s failed (%s); retry %d of %d in %.2f s",
+            len(failed),
+            len(pending),
+            where,
+            _describe(first),
+            attempt,
+            ATTEMPTS - 1,
+            delay,
+        )
+        time.sleep(delay)
+        pending = {p: pending[p] for p in failed}
+
+
+def is_transient(err: BaseException) -> bool:
+    """Whether a storage error is worth retrying (throttling, 5xx, network)."""
+    if isinstance(
+        err,
+        (
+            FileNotFoundError,
+            PermissionError,
+            FileExistsError,
+            IsADirectoryError,
+            NotADirectoryError,
+        ),
+    ):
+        return False
+    if isinstance(err, (TimeoutError, ConnectionError)):
+        return True
+    if any(t.__name__ in _TRANSIENT_TYPES for t in type(err).__mro__):
+        return True
+    if isinstance(err, OSError):
+        if err.errno in _TRANSIENT_ERRNOS:
+            return True
+        return err.errno is None and bool(_TRANSIENT_WORDS.search(str(err)))
+    return False
+
+
+def _describe(err: BaseException) -> str:
+    text = str(err).splitlines()[0] if str(err) else ""
+    return f"{type(err).__name__}: {text[:200]}"
+
+
+def _write_local_durably(files: Mapping[str, bytes]) -> None:
+    """Write files so each appears atomically and is durable once this returns.
+
+    Every file is written under a temporary name, all are fsynced, then renamed
+    into place, then their directories are fsynced: a crash leaves either the
+    old file or the complete new one, and the manifest (written last through
+    this same path) never names bytes that could still be lost. Batching the
+    fsyncs after all writes costs about a third of an fsync per write, and
+    unlike ``os.sync`` it waits only for our own files.
+    """
+    staged: list[tuple[str, str]] = []
     try:
-        try:
-            f = open(tmp, "wb")  # noqa: SIM115 - closed below
-        except FileNotFoundError:
-            os.makedirs(posixpath.dirname(path), exist_ok=True)
-            f = open(tmp, "wb")  # noqa: SIM115
-        with f:
-            f.write(data)
-        os.replace(tmp, path)
+        for path, data in files.items():
+            tmp = (
+                f"{posixpath.dirname(path)}/.{posixpath.basename(path)}.{uuid.uuid4().hex[:8]}.tmp"
+            )
+            staged.append((tmp, path))
+            try:
+                f = open(tmp, "wb")  # noqa: SIM115 - closed below
+            except FileNotFoundError:
+                os.makedirs(posixpath.dirname(path), exist_ok=True)
+                f = open(tmp, "wb")  # noqa: SIM115
+            with f:
+                f.write(data)
+        for tmp, _ in staged:
+            _fsync_path(tmp)
+        for tmp, path in staged:
+            os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for tmp, _ in staged:
+            _unlink_quietly(tmp)
         raise
+    for directory in {posixpath.dirname(path) for _, path in staged}:
+        _fsync_path(directory)
 
 
-def _put_options(fs: Any) -> dict[str, Any]:
+def _fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink_quietly(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _put_options(fs: Any, path: str) -> dict[str, Any]:
+    # An explicit type, and never a Content-Encoding: the .gz suffix alone says
+    # gzip, and the viewer inflates it itself (spec section 1).
+    ctype = JSON_CONTENT_TYPE if path.endswith(".json") else CONTENT_TYPE
     protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    if {"s3", "s3a"} & set(protocols):
-        return {"ContentType": CONTENT_TYPE}
+    if _S3 & set(protocols):
+        return {"ContentType": ctype}
     if {"gs", "gcs"} & set(protocols):
-        return {"content_type": CONTENT_TYPE}
+        return {"content_type": ctype}
     return {}
-
-
-def _with_retries(call: Any, *, what: str) -> Any:
-    """Retry transient storage errors with exponential backoff."""
-    for attempt in range(_RETRIES):
-        try:
-            return call()
-        except (OSError, TimeoutError) as err:
-            if isinstance(err, (FileNotFoundError, PermissionError)) or attempt == _RETRIES - 1:
-                raise
-            delay = 0.2 * 2**attempt
-            log.warning("writing %s failed (%s); retry %d in %.1fs", what, type(err).__name__, attempt + 1, delay)
-            time.sleep(delay)
-    return None
