@@ -50,6 +50,8 @@ class ExportResult:
         Total size of the gene payload files.
     seconds
         Wall time of the run.
+    layout
+        ``"key"`` or ``"index"``.
     manifest
         The ``var_manifest.json`` written, as a dict.
     """
@@ -450,9 +452,17 @@ def prepare(
     gene_expression
         ``(n_cells, n_genes)`` matrix: NumPy, scipy.sparse (any format, matrix
         or array), or a Dask array (dense or sparse chunks). Any real dtype.
+        Also an ``AnnData`` (in memory or backed) or the path/URL of an
+        ``.h5ad`` file or ``.zarr`` store, read lazily in bounded memory.
     var
         Gene metadata: a DataFrame with one row per column of the matrix (or
-        just a list of gene names).
+        just a list of gene names). Taken from the AnnData when not given.
+    layer, use_raw
+        Which matrix of an AnnData input: ``adata.layers[layer]``, or
+        ``adata.raw.X`` (with ``adata.raw.var``). Default ``adata.X``.
+    max_memory
+        Memory budget for reading out-of-core inputs, bytes or a string like
+        ``"4GiB"``; by default a fraction of this machine's RAM.
     out_dir
         Export folder: a local path or any fsspec URL (``s3://bucket/prefix``).
     var_gene_id_column

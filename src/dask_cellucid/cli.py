@@ -335,9 +335,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dask-cellucid`` command."""
     parser = _build_parser()
     args = parser.parse_args(argv)
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    log.addHandler(handler)
+    if not any(getattr(h, "_dask_cellucid_cli", False) for h in log.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler._dask_cellucid_cli = True  # type: ignore[attr-defined]
+        log.addHandler(handler)
     log.setLevel(logging.WARNING - 10 * min(args.verbose, 2))
     try:
         return int(args.func(args))
