@@ -297,7 +297,9 @@ def _documented() -> tuple[set[str], list[Any]]:
     return {t for _, t in directives}, [_resolve(d, t) for d, t in directives]
 
 
-@pytest.mark.parametrize("module", ["dask_cellucid", "dask_cellucid.validate"])
+@pytest.mark.parametrize(
+    "module", ["dask_cellucid", "dask_cellucid.validation", "dask_cellucid.verification"]
+)
 def test_every_public_name_is_in_the_api_reference(module: str) -> None:
     mod = importlib.import_module(module)
     targets, objects = _documented()

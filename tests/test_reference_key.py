@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dask_cellucid import prepare
+from dask_cellucid import ExportWarning, prepare
 from dask_cellucid.testing import random_matrix
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,7 +74,7 @@ def test_key_layout_matches_cellucid_009(tmp_path: Path, oracle: Path, bits, lev
         check=True,
         timeout=600,
     )
-    with pytest.warns(UserWarning):
+    with pytest.warns(ExportWarning, match="NaN or Inf"):
         prepare(
             X,
             genes,

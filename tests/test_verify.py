@@ -232,7 +232,7 @@ def test_one_task_per_block(tmp_path: Path) -> None:
 
         def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, id: Any) -> None:
             name = key[0] if isinstance(key, tuple) else key
-            if isinstance(name, str) and name.startswith("cellucid-verify"):
+            if isinstance(name, str) and name.startswith("cellucid-block-verify"):
                 self.keys.append(name)
 
     with Count() as counter:

@@ -15,7 +15,8 @@ from .errors import (
     VerificationError,
 )
 from .reader import read_gene, read_genes, read_manifest
-from .validate import ValidationReport, VerifyReport, validate, verify
+from .validation import ValidationReport, validate
+from .verification import VerifyReport, verify
 
 __version__ = "0.1.0"
 

@@ -8,17 +8,22 @@ records once every task has finished.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask
 import dask.array as da
-from dask.delayed import Delayed
 
 from . import codecs, journal, kernels
-from .sink import Target
 from .types import Encoding, GeneEntry, Plan
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from dask.delayed import Delayed
+
+    from .sink import Target
 
 TASK_PREFIX = "cellucid-block"
 
@@ -48,19 +53,32 @@ def block_jobs(plan: Plan) -> list[BlockJob]:
     ]
 
 
-def encode_files(block: Any, job: BlockJob) -> tuple[dict[str, bytes], list[GeneEntry]]:
-    """Encode one block into its files and manifest entries (no I/O)."""
+def _encode(block: Any, job: BlockJob) -> kernels.BlockPayloads:
     enc = job.encoding
     payloads = kernels.encode_block(block, enc.bits, enc.rounding)
     if payloads.values.shape[0] != len(job.gene_ids):
-        msg = f"block at gene {job.start} has {payloads.values.shape[0]} columns, expected {len(job.gene_ids)}"
+        msg = (
+            f"block at gene {job.start} has {payloads.values.shape[0]} columns, "
+            f"expected {len(job.gene_ids)}"
+        )
         raise AssertionError(msg)
-    files: dict[str, bytes] = {}
+    return payloads
+
+
+def _files(
+    payloads: kernels.BlockPayloads, job: BlockJob, genes: range, *, zero_copy: bool
+) -> tuple[dict[str, Any], list[GeneEntry]]:
+    """The files and manifest entries of the block's genes ``genes`` (compressed here)."""
+    enc = job.encoding
+    files: dict[str, Any] = {}
     entries: list[GeneEntry] = []
-    for k, path in enumerate(job.paths):
+    for k in genes:
         row = payloads.values[k]
-        data = codecs.gzip_member(row, enc.compression, enc.codec) if enc.compression else row.tobytes()
-        files[path] = data
+        if enc.compression:
+            data: Any = codecs.gzip_member(row, enc.compression, enc.codec)
+        else:
+            data = memoryview(row).cast("B") if zero_copy else row.tobytes()
+        files[job.paths[k]] = data
         entries.append(
             GeneEntry(
                 position=job.start + k,
@@ -74,18 +92,55 @@ def encode_files(block: Any, job: BlockJob) -> tuple[dict[str, bytes], list[Gene
     return files, entries
 
 
+def encode_files(
+    block: Any, job: BlockJob, *, zero_copy: bool = False
+) -> tuple[dict[str, bytes], list[GeneEntry]]:
+    """Encode one block into its files and manifest entries (no I/O).
+
+    With ``zero_copy``, uncompressed payloads are byte views of the block's
+    encoded array instead of copies (for a sink that only calls ``write`` on
+    them, such as a local file): no second copy of the block in memory.
+    """
+    payloads = _encode(block, job)
+    return _files(payloads, job, range(len(job.paths)), zero_copy=zero_copy)
+
+
+# On a local filesystem a block's files are written in this many parts, each
+# handed to a writer thread as soon as it is compressed: writing (and the
+# sink's fsync of every file) overlaps compressing the next part, and fsyncs
+# issued together share the filesystem's journal commits (on the benchmark
+# machine 1,000 sequential fsyncs took 2.1 s, 8 at a time 0.1 s).
+_LOCAL_WRITERS = 8
+
+
 def write_block(block: Any, job: BlockJob, target: Target) -> list[GeneEntry]:
-    """The block task: encode, write payloads, then the journal record."""
-    files, entries = encode_files(block, job)
-    target.write(files)
+    """The block task: encode, write payloads, then the journal record.
+
+    The record is written only once every payload of the block is in place.
+    """
+    payloads = _encode(block, job)
+    n = len(job.paths)
+    local = target.is_local
+    if not local or n < 2 * _LOCAL_WRITERS:
+        files, entries = _files(payloads, job, range(n), zero_copy=local)
+        target.write(files)
+    else:
+        step = -(-n // _LOCAL_WRITERS)
+        entries = []
+        with ThreadPoolExecutor(_LOCAL_WRITERS, thread_name_prefix="cellucid-write") as pool:
+            pending = []
+            for a in range(0, n, step):
+                files, part = _files(payloads, job, range(a, min(a + step, n)), zero_copy=True)
+                pending.append(pool.submit(target.write, files))
+                entries += part
+            for fut in pending:
+                fut.result()
     rel, record = journal.block_record(job.fingerprint, job.start, entries)
     target.write({rel: record})
     return entries
 
 
-def build(
-    x: da.Array, plan: Plan, target: Target, skip: Sequence[int] = ()
-) -> list[Delayed]:
+def build(x: da.Array, plan: Plan, target: Target, skip: Sequence[int] = ()) -> list[Delayed]:
     """One delayed task per block still to write; ``x`` is already chunked by block.
 
     Blocks listed in ``skip`` (already written by an earlier run) get no task;
@@ -95,13 +150,28 @@ def build(
     if x.chunks != expected:
         msg = f"source chunks {x.chunks} do not match the plan's blocks {expected}"
         raise AssertionError(msg)
-    blocks = x.to_delayed(optimize_graph=True).ravel()
     skipped = set(skip)
-    fp = plan.fingerprint()
+    jobs = [(i, job) for i, job in enumerate(block_jobs(plan)) if i not in skipped]
+    return block_tasks(x, write_block, jobs, target, name=plan.fingerprint()[:8])
+
+
+def block_tasks(
+    x: da.Array,
+    fn: Callable[..., list[Any]],
+    jobs: Sequence[tuple[int, Any]],
+    *args: Any,
+    name: str,
+) -> list[Delayed]:
+    """``fn(block, job, *args)`` as one task per ``(block index, job)``.
+
+    The one place a graph over gene-column blocks is made, for export and
+    verification alike; task names start with :data:`TASK_PREFIX` so progress
+    can count them.
+    """
+    blocks = x.to_delayed(optimize_graph=True).ravel()
     return [
-        dask.delayed(write_block, pure=False)(
-            blocks[i], job, target, dask_key_name=f"{TASK_PREFIX}-{fp[:8]}-{job.start}"
+        dask.delayed(fn, pure=False)(
+            blocks[i], job, *args, dask_key_name=f"{TASK_PREFIX}-{name}-{job.start}"
         )
-        for i, job in enumerate(block_jobs(plan))
-        if i not in skipped
+        for i, job in jobs
     ]

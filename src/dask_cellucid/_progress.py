@@ -42,13 +42,14 @@ def run(
     client: Any,
     num_workers: int | None,
     progress: bool,
-) -> list[list[GeneEntry]]:
-    """Compute the block tasks; return their entries in task order."""
+    desc: str = "Exporting genes",
+) -> list[list[Any]]:
+    """Compute the block tasks; return their per-gene results in task order."""
     with tqdm(
         total=n_genes,
         initial=initial,
         unit="gene",
-        desc="Exporting genes",
+        desc=desc,
         disable=not progress,
         smoothing=0.1,
     ) as bar:

@@ -639,7 +639,7 @@ def prepare(
     result = export.execute(scheduler=scheduler, num_workers=num_workers, progress=progress)
     if verify:  # [validate.py] begin: opt-in verification pass
         from .errors import VerificationError
-        from .validate import verify_source
+        from .verification import verify_source
 
         report = verify_source(
             target,

@@ -305,7 +305,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from .validate import validate
+    from .validation import validate
 
     report = validate(args.folder, storage_options=_storage_options(args.storage_option) or None)
     print(report)
@@ -313,7 +313,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from .validate import verify
+    from .verification import verify
 
     report = verify(
         args.folder,
