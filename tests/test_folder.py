@@ -23,9 +23,13 @@ UMAP2 = RNG.normal(size=(50, 2))
 UMAP3 = RNG.normal(size=(50, 3))
 
 
-def failing(x: np.ndarray, bad_block: int, delay: float = 0.0) -> da.Array:
+def failing(x: np.ndarray, bad_block: int, delay: float = 0.0, times: float = np.inf) -> da.Array:
+    """``x`` as Dask, with one block failing (the first ``times`` times it is read)."""
+    failures = []
+
     def maybe_fail(b, block_info=None):
-        if block_info[0]["chunk-location"][1] == bad_block:
+        if block_info[0]["chunk-location"][1] == bad_block and len(failures) < times:
+            failures.append(1)
             time.sleep(delay)  # let the other blocks finish first
             msg = "disk on fire"
             raise RuntimeError(msg)
@@ -104,18 +108,12 @@ def test_unfinished_export_with_other_settings_is_refused(tmp_path: Path) -> Non
 
 def test_rerun_after_failure_resumes_the_same_export(tmp_path: Path) -> None:
     out = tmp_path / "out"
+    flaky = failing(X.toarray(), 2, delay=1.0, times=1)  # fails once, like a lost worker
     with pytest.raises(RuntimeError):
-        prepare(
-            failing(X.toarray(), 2, delay=1.0),
-            GENES,
-            out_dir=out,
-            genes_per_block=4,
-            scheduler="threads",
-            num_workers=3,
-        )
+        prepare(flaky, GENES, out_dir=out, genes_per_block=4, scheduler="threads", num_workers=3)
     assert len(list((out / "var").iterdir())) == 8
     assert not (out / "var_manifest.json").exists()
-    result = prepare(X.toarray(), GENES, out_dir=out, genes_per_block=4)
+    result = prepare(flaky, GENES, out_dir=out, genes_per_block=4)
     assert result.n_genes_written == 4  # blocks 0 and 1 were written intact before the failure
     prepare(X, GENES, out_dir=tmp_path / "fresh")
     assert export_files(out) == export_files(tmp_path / "fresh")

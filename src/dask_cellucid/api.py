@@ -11,11 +11,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
-from dask.utils import parse_bytes
 
 from . import _graph, _progress, _scheduler, codecs, dataset, journal, manifest
 from . import plan as planning
-from .adapters import Source, as_source
+from .adapters import Source, as_source, parse_memory
 from .errors import (
     ExportWarning,
     GeneIdError,
@@ -257,9 +256,9 @@ class Export:
                     )
                     raise TargetExistsError(msg)
                 msg = (
-                    f"{target.display_url} holds an unfinished export with other settings or "
-                    "genes. Re-run with the same arguments to resume it, or pass force=True "
-                    "to discard it."
+                    f"{target.display_url} holds an unfinished export with other settings, "
+                    "genes or input data. Re-run with the same arguments to resume it, or pass "
+                    "force=True to discard it."
                 )
                 raise TargetExistsError(msg)
             journal.clear(target)
@@ -556,8 +555,8 @@ def prepare(
         msg = "gene_expression is required: the (n_cells, n_genes) matrix to export."
         raise InvalidOptionError(msg)
 
-    budget = parse_bytes(max_memory) if isinstance(max_memory, str) else max_memory
-    source = as_source(gene_expression, layer=layer, use_raw=use_raw, max_memory=budget)
+    read_budget = parse_memory(max_memory)
+    source = as_source(gene_expression, layer=layer, use_raw=use_raw, max_memory=read_budget)
     var_df = _as_var(var) if var is not None else source.var
     # --- begin: issue 3 (AnnData inputs): a given var must match the AnnData's own ---
     if var is not None and source.var is not None and var_df is not None:
@@ -575,14 +574,18 @@ def prepare(
         all_ids, gene_identifiers, missing_genes=missing_genes, make_names_unique=make_unique
     )
     n_cells = source.shape[0]
+    n_threads = _n_threads(scheduler, num_workers)
     if genes_per_block is None:
-        budget = parse_bytes(block_memory) if isinstance(block_memory, str) else block_memory
+        task_budget = parse_memory(block_memory) or planning.DEFAULT_BLOCK_MEMORY
+        if read_budget and block_memory is None:
+            # the block tasks run beside the reader: keep them inside max_memory too
+            task_budget = max(2**20, min(task_budget, read_budget // (4 * n_threads)))
         genes_per_block = planning.genes_per_block(
             n_cells,
             len(ids),
             source.bytes_per_value(),
-            block_memory=budget or planning.DEFAULT_BLOCK_MEMORY,
-            n_threads=_n_threads(scheduler, num_workers),
+            block_memory=task_budget,
+            n_threads=n_threads,
         )
     elif not (type(genes_per_block) is int and genes_per_block > 0):
         msg = f"genes_per_block={genes_per_block!r} must be a positive integer."
@@ -596,6 +599,7 @@ def prepare(
         var_gene_id_column=recorded,
         block_size=genes_per_block,
         make_names_unique=make_unique,
+        source_token=source.data_token(),
     )
 
     target = Target.from_url(out_dir, storage_options)

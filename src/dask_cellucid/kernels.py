@@ -9,12 +9,13 @@ the viewer would see, exactly as the reference writer does.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from .types import Bits, Rounding
+if TYPE_CHECKING:
+    from .types import Bits, Rounding
 
 # Codes are computed in float64 over at most this many values at a time, so a
 # block's transient memory stays a small multiple of its payload size.
@@ -55,7 +56,10 @@ class BlockPayloads:
 
 
 def codes_for(
-    values: np.ndarray, lo: np.ndarray | float, scale: np.ndarray | float, bits: Bits,
+    values: np.ndarray,
+    lo: np.ndarray | float,
+    scale: np.ndarray | float,
+    bits: Bits,
     rounding: Rounding,
 ) -> np.ndarray:
     """Codes of finite ``values`` given each value's gene ``lo`` and ``scale``.
@@ -65,15 +69,37 @@ def codes_for(
     marker.
     """
     t = values.astype(np.float64)
-    t -= lo
-    t *= scale
-    if rounding == "nearest":
-        np.rint(t, out=t)
-    else:
-        t += _FLOOR_NUDGE
-        np.floor(t, out=t)
-    np.clip(t, 0, max_code(bits), out=t)
-    return t.astype(code_dtype(bits))
+    with np.errstate(invalid="ignore", over="ignore"):
+        t -= lo
+        t *= scale
+        if rounding == "nearest":
+            np.rint(t, out=t)
+        else:
+            t += _FLOOR_NUDGE
+            np.floor(t, out=t)
+        np.clip(t, 0, max_code(bits), out=t)
+        return t.astype(code_dtype(bits))
+
+
+def _codes_into(
+    t: np.ndarray, values: np.ndarray, lo: float, scale: float, bits: Bits, rounding: Rounding
+) -> np.ndarray:
+    """:func:`codes_for` of one gene (scalar ``lo``/``scale``), computed in the buffer ``t``.
+
+    The same float64 operations in the same order as :func:`codes_for`, so the
+    same codes.
+    """
+    with np.errstate(invalid="ignore", over="ignore"):
+        t[...] = values
+        t -= lo
+        t *= scale
+        if rounding == "nearest":
+            np.rint(t, out=t)
+        else:
+            t += _FLOOR_NUDGE
+            np.floor(t, out=t)
+        np.clip(t, 0, max_code(bits), out=t)
+        return t.astype(code_dtype(bits))
 
 
 def _scales(lo: np.ndarray, hi: np.ndarray, bits: Bits) -> np.ndarray:
@@ -131,18 +157,25 @@ def encode_csc(
     Only the stored values are quantized; each gene's vector is prefilled with
     the code of zero, since a column with fewer stored values than cells has an
     implicit zero inside its bounds.
+
+    Bounds are found for the whole block at once; codes are computed gene by
+    gene, so the float64 temporaries stay the size of one gene's stored values
+    (cache-resident) and a fully stored gene is copied instead of scattered.
     """
     w = len(indptr) - 1
+    indptr = np.asarray(indptr, dtype=np.int64)
     counts = np.diff(indptr)
-    col = np.repeat(np.arange(w), counts)
     d32 = np.asarray(data, dtype=np.float32)
-    if np.issubdtype(data.dtype, np.integer) or data.dtype == bool:
-        finite = None
-        n_nonfinite = np.zeros(w, np.int64)
-    else:
+    finite: np.ndarray | None = None
+    n_nonfinite = np.zeros(w, np.int64)
+    if not (np.issubdtype(data.dtype, np.integer) or data.dtype == bool):
         finite = np.isfinite(d32)
-        n_nonfinite = np.bincount(col[~finite], minlength=w).astype(np.int64)
-        if not n_nonfinite.any():
+        bad = np.flatnonzero(~finite)
+        if bad.size:
+            n_nonfinite = np.bincount(
+                np.searchsorted(indptr, bad, side="right") - 1, minlength=w
+            ).astype(np.int64)
+        else:
             finite = None
 
     lo, hi = np.full(w, np.inf), np.full(w, -np.inf)
@@ -161,17 +194,47 @@ def encode_csc(
 
     if bits is None:
         out = np.zeros((w, n_cells), code_dtype(None))
-        out[col, indices] = d32
+        for k in np.flatnonzero(nonempty):
+            a, b = indptr[k], indptr[k + 1]
+            out[k, indices[a:b]] = d32[a:b]
         return BlockPayloads(out, lo, hi, n_nonfinite)
 
     scale = _scales(lo, hi, bits)
-    zero_code = codes_for(np.zeros(w), np.nan_to_num(lo), scale, bits, rounding)
+    lo0 = np.nan_to_num(lo)
+    zero_code = codes_for(np.zeros(w), lo0, scale, bits, rounding).tolist()
     out = np.empty((w, n_cells), code_dtype(bits))
-    out[:] = zero_code[:, None]
-    stored = codes_for(d32, np.nan_to_num(lo)[col], scale[col], bits, rounding)
-    if finite is not None:
-        stored[~finite] = max_code(bits) + 1
-    out[col, indices] = stored
+    top, marker = max_code(bits), max_code(bits) + 1
+    size = int(counts.max(initial=0))
+    t_buf, c_buf = np.empty(size, np.float64), np.empty(size, out.dtype)
+    ptr, has_bad = indptr.tolist(), (n_nonfinite > 0).tolist()
+    nearest = rounding == "nearest"
+    # The same float64 operations, in the same order, as codes_for (so the same
+    # codes), one gene at a time: the temporaries stay in cache. The lower clip
+    # at 0 is implied: every finite value is >= its gene's lo.
+    with np.errstate(invalid="ignore", over="ignore"):
+        for k in range(w):
+            row = out[k]
+            a, b = ptr[k], ptr[k + 1]
+            if b - a < n_cells:
+                row.fill(zero_code[k])
+            if a == b:
+                continue
+            t, c = t_buf[: b - a], c_buf[: b - a]
+            np.subtract(d32[a:b], lo0[k], out=t, dtype=np.float64)
+            np.multiply(t, scale[k], out=t)
+            if nearest:
+                np.rint(t, out=t)
+            else:
+                np.add(t, _FLOOR_NUDGE, out=t)
+                np.floor(t, out=t)
+            np.minimum(t, top, out=t)
+            np.copyto(c, t, casting="unsafe")
+            if has_bad[k]:
+                c[~finite[a:b]] = marker  # type: ignore[index]
+            if b - a == n_cells:  # every cell stored: canonical indices are 0..n-1
+                row[:] = c
+            else:
+                row[indices[a:b]] = c
     return BlockPayloads(out, lo, hi, n_nonfinite)
 
 

@@ -107,6 +107,7 @@ def build_plan(
     var_gene_id_column: str | None,
     block_size: int,
     make_names_unique: bool = False,
+    source_token: str = "",
 ) -> Plan:
     """Check ids for the layout and cut the genes into blocks of ``block_size``."""
     if layout not in ("key", "index"):
@@ -138,4 +139,5 @@ def build_plan(
         encoding=encoding,
         layout=layout,
         var_gene_id_column=var_gene_id_column,
+        source_token=source_token,
     )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import logging
 import os
 import posixpath
@@ -91,6 +92,8 @@ _TRANSIENT_WORDS = re.compile(
     r"|RequestTimeout|\b5\d\d\b"
 )
 _USERINFO = re.compile(r"(://)[^/@]*@")
+# what fsspec implementations call a file's last change (local, S3, GCS, Azure...)
+_STAMP_KEYS = ("mtime", "LastModified", "ETag", "etag", "updated", "last_modified", "created")
 
 
 @dataclass(frozen=True)
@@ -237,6 +240,23 @@ class Target:
         return {
             p[n:] if p.startswith(root + "/") else p: int(info["size"]) for p, info in found.items()
         }
+
+    def stamp(self, rel: str = "") -> str:
+        """A digest of the names, sizes and modification stamps stored at ``rel``.
+
+        For a file, its own; for a folder (a zarr store), every file under it.
+        It changes when the data is rewritten, so an export can tell that its
+        input changed without reading it.
+        """
+        fs, root = self._fs_root()
+        path = posixpath.join(root, rel) if rel else root
+        info = fs.info(path)
+        found = fs.find(path, detail=True).values() if info["type"] == "directory" else [info]
+        digest = hashlib.sha256()
+        for entry in sorted(found, key=lambda e: str(e["name"])):
+            when = next((entry[k] for k in _STAMP_KEYS if entry.get(k) is not None), None)
+            digest.update(f"{entry['name']}|{entry.get('size')}|{when}\n".encode())
+        return digest.hexdigest()[:24]
 
     # -- writes -------------------------------------------------------------------
     def prepare(self) -> None:

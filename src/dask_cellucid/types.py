@@ -64,6 +64,9 @@ class Plan:
         in the ``key`` layout, the position in the ``index`` layout).
     block_sizes
         Genes per block task, in export order; they sum to ``len(gene_ids)``.
+    source_token
+        A cheap digest of the input's values (or file stamps), so a resumed
+        export never reuses blocks written from other data.
     """
 
     n_cells: int
@@ -74,6 +77,7 @@ class Plan:
     encoding: Encoding
     layout: Layout
     var_gene_id_column: str | None
+    source_token: str = ""
 
     @property
     def n_genes(self) -> int:
@@ -104,6 +108,7 @@ class Plan:
             "stems": self.stems,
             "encoding": asdict(self.encoding),
             "layout": self.layout,
+            "source": self.source_token,
         }
         return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:32]
 

@@ -1,19 +1,72 @@
 """Inputs -> :class:`Source`: a matrix that can hand out gene-column blocks as Dask.
 
-One ``singledispatch`` (:func:`as_source`) turns whatever the user passed into a
-:class:`Source`; each source knows its shape, dtype, sparsity and (when the
-input carries it) ``var``, and builds a Dask array of ``(n_cells, w)`` blocks in
-the plan's gene order. Nothing is read until the graph runs.
+:func:`as_source` turns whatever the user passed into a :class:`Source`: NumPy,
+scipy.sparse and Dask arrays (``_memory``), an ``AnnData`` in memory or backed,
+or a path/URL to an .h5ad file or .zarr store (``_anndata``, read lazily by
+``_backed`` within ``max_memory``). Each source knows its shape, dtype,
+sparsity and (when the input carries it) ``var``, and builds a Dask array of
+``(n_cells, w)`` blocks in the plan's gene order. Nothing is read until the
+graph runs.
 """
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
+from dask_cellucid.errors import UnsupportedInputError
+
+from ._anndata import (
+    default_max_memory,
+    from_anndata,
+    from_path,
+    is_anndata,
+    parse_memory,
+    read_obsm,
+)
+from ._backed import FileSource
 from ._base import Source
-from ._memory import as_source
+from ._memory import _wrap
 
-__all__ = ["Source", "as_source"]
+__all__ = [
+    "FileSource",
+    "Source",
+    "as_source",
+    "default_max_memory",
+    "from_path",
+    "parse_memory",
+    "read_obsm",
+]
 
 
-def read_obsm(path: str, key: str) -> "object | None":
-    """An embedding from an AnnData file's ``obsm`` (small; read eagerly), or None."""
-    return None
+def as_source(
+    obj: Any, *, layer: str | None = None, use_raw: bool = False, max_memory: int | None = None
+) -> Source:
+    """Wrap the user's matrix as a :class:`Source`.
+
+    Parameters
+    ----------
+    obj
+        A NumPy, scipy.sparse or Dask matrix; an ``AnnData`` (in memory or
+        backed); a path or fsspec URL to an .h5ad file or a .zarr store; or a
+        :class:`Source` built by hand.
+    layer, use_raw
+        Pick ``layers[layer]`` or ``raw.X`` of an AnnData input instead of
+        ``X``. In-memory matrices take neither.
+    max_memory
+        Bytes an out-of-core reader may hold at once (default: a quarter of
+        the machine's memory).
+    """
+    if is_anndata(obj):
+        return from_anndata(obj, layer=layer, use_raw=use_raw, max_memory=max_memory)
+    if isinstance(obj, str | os.PathLike):
+        return from_path(obj, layer=layer, use_raw=use_raw, max_memory=max_memory)
+    if layer is not None or use_raw:
+        msg = (
+            "layer= and use_raw= pick a matrix inside an AnnData; gene_expression here is a "
+            f"{type(obj).__name__}. Pass the AnnData (or its path), or drop them."
+        )
+        raise UnsupportedInputError(msg)
+    if isinstance(obj, Source):
+        return obj
+    return _wrap(obj)

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import singledispatch
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask.array as da
 import numpy as np
 import scipy.sparse as sp
 
-from ..errors import UnsupportedInputError
+from dask_cellucid.errors import UnsupportedInputError
+
 from ._base import Source
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 @dataclass
@@ -43,7 +46,10 @@ class ScipySource(Source):
             csc = csc[:, np.asarray(columns, dtype=np.int64)]
         csc.sum_duplicates()
         return da.from_array(
-            csc, chunks=((csc.shape[0],), tuple(block_sizes)), asarray=False, name=False,
+            csc,
+            chunks=((csc.shape[0],), tuple(block_sizes)),
+            asarray=False,
+            name=False,
             meta=sp.csc_matrix((0, 0), dtype=csc.dtype),
         )
 
@@ -56,30 +62,14 @@ class DaskSource(Source):
 
 
 def check_numeric(dtype: np.dtype[Any], what: str) -> None:
-    if not (np.issubdtype(dtype, np.number) or dtype == bool) or np.issubdtype(dtype, np.complexfloating):
+    if not (np.issubdtype(dtype, np.number) or dtype.kind == "b") or np.issubdtype(
+        dtype, np.complexfloating
+    ):
         msg = (
             f"{what} has dtype {dtype}, which is not a real number type. Gene expression must "
             "be integer or floating point; convert it with .astype('float32')."
         )
         raise UnsupportedInputError(msg)
-
-
-def as_source(
-    obj: Any, *, layer: str | None = None, use_raw: bool = False, max_memory: int | None = None
-) -> Source:
-    """Wrap the user's matrix as a :class:`Source`.
-
-    ``layer``/``use_raw`` pick the matrix of an AnnData input; ``max_memory``
-    bounds what an out-of-core reader holds at once. In-memory matrices take
-    neither ``layer`` nor ``use_raw``.
-    """
-    if layer is not None or use_raw:
-        msg = (
-            "layer= and use_raw= pick a matrix inside an AnnData; gene_expression here is a "
-            f"{type(obj).__name__}. Pass the AnnData (or its path), or drop them."
-        )
-        raise UnsupportedInputError(msg)
-    return _wrap(obj)
 
 
 @singledispatch

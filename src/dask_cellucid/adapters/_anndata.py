@@ -1,0 +1,214 @@
+"""AnnData inputs: an ``AnnData`` (in memory or backed) or a path/URL to .h5ad or .zarr.
+
+``layer=`` and ``use_raw=`` pick the matrix (``X``, ``layers[name]``, ``raw.X``);
+``var`` comes with it (``raw.var`` for ``use_raw``). Files are never loaded:
+:class:`~._backed.FileSource` reads them block by block inside the graph's
+tasks, within ``max_memory``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+import dask
+import numpy as np
+import pandas as pd
+
+from dask_cellucid.errors import InputShapeError, InvalidOptionError, UnsupportedInputError
+
+from ._backed import STRATEGIES, FileSource
+from ._files import detect_format, element_path, get, has, inspect_file, open_root
+from ._memory import _wrap
+
+if TYPE_CHECKING:
+    from ._base import Source
+
+log = logging.getLogger(__name__)
+
+# Default budget for reading an input: this fraction of the machine's memory
+# (or of the container's limit, when that is lower).
+MEMORY_FRACTION = 0.25
+_FALLBACK_MEMORY = 16 * 2**30
+
+
+def total_memory() -> int:
+    """Physical memory, or the cgroup's memory limit when that is lower."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        total = _FALLBACK_MEMORY
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(limit_file) as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return int(total)
+
+
+def default_max_memory() -> int:
+    return int(total_memory() * MEMORY_FRACTION)
+
+
+def is_anndata(obj: Any) -> bool:
+    return any(
+        c.__name__ == "AnnData" and c.__module__.startswith("anndata") for c in type(obj).__mro__
+    )
+
+
+def _strategy() -> str:
+    value = str(dask.config.get("cellucid.csr-strategy", "auto"))
+    if value not in STRATEGIES:
+        msg = (
+            f"dask config cellucid.csr-strategy={value!r} (env DASK_CELLUCID__CSR_STRATEGY) "
+            f"must be one of {', '.join(STRATEGIES)}."
+        )
+        raise InvalidOptionError(msg)
+    return value
+
+
+def from_path(
+    path: str | os.PathLike[str],
+    *,
+    layer: str | None = None,
+    use_raw: bool = False,
+    max_memory: int | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> FileSource:
+    """A lazily read matrix of an .h5ad file or .zarr store (local path or fsspec URL)."""
+    url = os.fspath(path)
+    if "://" not in url:
+        url = os.path.abspath(os.path.expanduser(url))
+    fmt = detect_format(url)
+    info = inspect_file(url, fmt, layer=layer, use_raw=use_raw, storage_options=storage_options)
+    check_dtype(info.dtype, f"{info.ref.elem} in {url!r}")
+    budget = _check_budget(max_memory)
+    return FileSource(
+        None,
+        var=info.var,
+        description=f"{info.ref.elem} of {url} ({info.encoding})",
+        info=info,
+        max_memory=budget,
+        strategy=_strategy(),  # type: ignore[arg-type]
+        scratch_dir=dask.config.get("cellucid.scratch", None),
+    )
+
+
+def _check_budget(max_memory: int | None) -> int:
+    if max_memory is None:
+        return default_max_memory()
+    if not (isinstance(max_memory, int | float) and max_memory > 0):
+        msg = f"max_memory={max_memory!r} must be a positive number of bytes or a size like '4GiB'."
+        raise InvalidOptionError(msg)
+    return int(max_memory)
+
+
+def check_dtype(dtype: np.dtype[Any], what: str) -> None:
+    from ._memory import check_numeric
+
+    check_numeric(dtype, what)
+
+
+def from_anndata(
+    adata: Any, *, layer: str | None = None, use_raw: bool = False, max_memory: int | None = None
+) -> Source:
+    """The matrix of an AnnData object picked by ``layer``/``use_raw``, with its var."""
+    elem = element_path(layer, use_raw=use_raw)
+    if getattr(adata, "isbacked", False):
+        if adata.is_view:
+            msg = (
+                "gene_expression is a view (a subset) of a backed AnnData; its file holds the "
+                "full matrix. Pass the full backed AnnData (or its path) and choose genes with "
+                "gene_identifiers=list(view.var_names); a subset of cells needs "
+                "view.to_memory() or writing the subset to a new file."
+            )
+            raise UnsupportedInputError(msg)
+        source = from_path(adata.filename, layer=layer, use_raw=use_raw, max_memory=max_memory)
+        var = adata.raw.var if use_raw else adata.var
+        if len(var) == source.shape[1]:
+            source.var = var
+        return source
+    if use_raw:
+        if adata.raw is None:
+            msg = (
+                "the AnnData has no raw (adata.raw is None); drop use_raw to export X, or "
+                "pick a layer."
+            )
+            raise InvalidOptionError(msg)
+        matrix, var = adata.raw.X, adata.raw.var
+    elif layer is not None:
+        if layer not in adata.layers:
+            have = list(adata.layers.keys())
+            msg = (
+                f"the AnnData has no layer {layer!r}. Its layers: {have if have else 'none'}. "
+                "Pick one of those, or drop layer= to export X."
+            )
+            raise InvalidOptionError(msg)
+        matrix, var = adata.layers[layer], adata.var
+    else:
+        matrix, var = adata.X, adata.var
+    if matrix is None:
+        msg = "the AnnData has no X (adata.X is None); pick a layer with layer=."
+        raise UnsupportedInputError(msg)
+    if not isinstance(var, pd.DataFrame):
+        msg = (
+            f"the AnnData's var is a {type(var).__name__}, not a pandas DataFrame (a lazily "
+            "read AnnData?). Pass adata.to_memory() or the file's path instead."
+        )
+        raise UnsupportedInputError(msg)
+    source = _wrap(matrix)
+    source.description = f"{elem} of an in-memory AnnData ({source.description})"
+    if source.shape[1] != len(var) and source.shape[0] == len(var):
+        msg = (
+            f"{elem} has shape {source.shape} but the AnnData has {len(var)} genes: the matrix "
+            "is genes x cells. Set it to its transpose so that rows are cells."
+        )
+        raise InputShapeError(msg)
+    source.var = var
+    return source
+
+
+def read_obsm(path: str, key: str) -> np.ndarray | None:
+    """An embedding ``obsm[key]`` of an .h5ad/.zarr file (small; read eagerly), or None."""
+    from anndata.io import read_elem
+
+    url = os.fspath(path)
+    if "://" not in url:
+        url = os.path.abspath(os.path.expanduser(url))
+    fmt = detect_format(url)
+    with open_root(url, fmt) as root:
+        if not has(root, f"obsm/{key}"):
+            log.info("%s has no obsm[%r]; writing genes only", url, key)
+            return None
+        value = read_elem(get(root, f"obsm/{key}"))
+    coords = np.asarray(value.to_numpy() if hasattr(value, "to_numpy") else value)
+    if coords.ndim != 2 or not np.issubdtype(coords.dtype, np.number):
+        log.warning(
+            "obsm[%r] has shape %s and dtype %s; not an embedding, skipped",
+            key,
+            coords.shape,
+            coords.dtype,
+        )
+        return None
+    return coords
+
+
+def parse_memory(value: str | float | None) -> int | None:
+    """A memory size (``4GiB``, ``500MB``, bytes) as bytes; None stays None."""
+    if value is None:
+        return None
+    from dask.utils import parse_bytes
+
+    try:
+        n = parse_bytes(value)
+    except (ValueError, TypeError) as err:
+        msg = f"{value!r} is not a memory size; write it like 4GiB, 500MB or 2000000000."
+        raise InvalidOptionError(msg) from err
+    if n <= 0:
+        msg = f"memory size {value!r} must be more than zero, e.g. 4GiB."
+        raise InvalidOptionError(msg)
+    return int(n)

@@ -1,0 +1,454 @@
+"""Gene-column blocks from a matrix on disk, in bounded memory.
+
+* **CSC** storage is read by column blocks directly: one task per block reads
+  that block's columns (anndata's ``sparse_dataset``), one pass over the file.
+* **Dense** storage is read in tiles: one task per block reads its columns in
+  row tiles of at most ``_TILE_BYTES``.
+* **CSR** storage is stored by cells but written by genes. Row slabs are read
+  once each, converted to CSC (one conversion beats slicing columns out of
+  CSR), and gene-column blocks are assembled from the pieces. Three ways,
+  chosen by :func:`choose_strategy`:
+
+  ``memory``
+      One pass: every slab's CSC pieces are kept in memory until the blocks are
+      assembled. Used when the selected genes' stored values fit the budget.
+  ``spill``
+      One pass: each slab's CSC piece goes to a scratch file; each block task
+      then reads its column range from every shard (contiguous byte ranges).
+      Memory is a few slabs and blocks, whatever the matrix size. Needs scratch
+      space the size of the selected stored values, visible to every worker.
+  ``passes``
+      Several passes, one per group of genes that fits the budget: no scratch
+      space, at the cost of reading the file once per group.
+
+Each task opens the file itself (from a picklable :class:`MatrixRef`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import tempfile
+import uuid
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import dask
+import dask.array as da
+import numpy as np
+import scipy.sparse as sp
+
+from dask_cellucid.errors import InvalidOptionError, UnsupportedInputError
+
+from ._base import Source
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from ._files import Inspected, MatrixRef
+
+log = logging.getLogger(__name__)
+
+Strategy = Literal["auto", "memory", "spill", "passes"]
+STRATEGIES = ("auto", "memory", "spill", "passes")
+
+# Working memory of one slab task per stored value read: the value and its
+# index as read, the export position of its column (int32) and the kept-mask,
+# and the CSC copy (value + int32 row index).
+_SLAB_BYTES_PER_NNZ_EXTRA = 4 + 1 + 4 + 8
+# A slab task never holds more than this, whatever the budget: larger slabs
+# only add memory, not speed.
+_MAX_SLAB_BYTES = 256 * 2**20
+_MIN_SLAB_ROWS = 16
+_TILE_BYTES = 32 * 2**20
+# Memory a kept CSC piece costs per stored value beyond value + row index: the
+# block assembled from it while the piece is still held.
+_GROUP_OVERHEAD = 2.0
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which columns go out: ``pos`` maps each file column to its export position (or -1);
+    ``cols`` lists the file column of each export position (used when one repeats)."""
+
+    kind: Literal["pos", "cols"]
+    arr: np.ndarray
+
+
+def _token(*_: Any) -> int:
+    """A tiny result that only orders tasks (the barrier between passes)."""
+    return 0
+
+
+@dataclass
+class FileSource(Source):
+    """A matrix inside an .h5ad or .zarr file, read lazily by the graph's tasks."""
+
+    info: Inspected | None = None
+    max_memory: int = 4 * 2**30
+    strategy: Strategy = "auto"
+    scratch_dir: str | None = None
+    n_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    # filled in by column_blocks, for logs and the benchmark
+    chosen: str | None = field(default=None, init=False)
+    passes: int | None = field(default=None, init=False)
+    _cleanup: list[Any] = field(default_factory=list, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            msg = f"strategy={self.strategy!r} must be one of {', '.join(STRATEGIES)}."
+            raise InvalidOptionError(msg)
+
+    @property
+    def _info(self) -> Inspected:
+        assert self.info is not None
+        return self.info
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self._info.shape
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return self._info.dtype
+
+    @property
+    def is_sparse(self) -> bool:
+        return self._info.encoding != "array"
+
+    @property
+    def density(self) -> float:
+        n = self.shape[0] * self.shape[1]
+        return (self._info.nnz or 0) / n if n else 0.0
+
+    def data_token(self) -> str:
+        """The stamps (sizes, modification times) of the file, or of the zarr element."""
+        from dask_cellucid.sink import Target
+
+        ref = self._info.ref
+        target = Target.from_url(ref.url, ref.storage_options or None)
+        rel = ref.elem if ref.fmt == "zarr" else ""
+        return f"{ref.elem}:{target.stamp(rel)}"
+
+    def bytes_per_value(self) -> float:
+        if not self.is_sparse:
+            return self.dtype.itemsize + 4 + 4
+        return 4 + self.density * (self.dtype.itemsize + 4 + 4 + 8 + 8)
+
+    # -- the graph --------------------------------------------------------------------
+    def column_blocks(self, columns: Sequence[int], block_sizes: Sequence[int]) -> da.Array:
+        cols = np.asarray(columns, dtype=np.int64)
+        sizes = tuple(int(s) for s in block_sizes)
+        if sum(sizes) != len(cols):
+            msg = f"block sizes {sum(sizes)} do not add up to {len(cols)} columns"
+            raise AssertionError(msg)
+        enc = self._info.encoding
+        if enc == "csc_matrix":
+            self.chosen, self.passes = "columns", 1
+            blocks = self._direct_blocks(cols, sizes, _read_csc_block)
+        elif enc == "array":
+            self.chosen, self.passes = "tiles", 1
+            blocks = self._direct_blocks(cols, sizes, _read_dense_block)
+        else:
+            blocks = self._csr_blocks(cols, sizes)
+        log.info(
+            "reading %s (%s, %s) with strategy=%s; passes over the file: %d",
+            self._info.ref.url,
+            self._info.ref.elem,
+            enc,
+            self.chosen,
+            self.passes,
+        )
+        meta = (
+            sp.csc_matrix((0, 0), dtype=self.dtype)
+            if self.is_sparse
+            else np.empty((0, 0), self.dtype)
+        )
+        arrays = [
+            da.from_delayed(b, shape=(self.shape[0], w), dtype=self.dtype, meta=meta)
+            for b, w in zip(blocks, sizes, strict=True)
+        ]
+        return arrays[0] if len(arrays) == 1 else da.concatenate(arrays, axis=1)
+
+    def _direct_blocks(self, cols: np.ndarray, sizes: tuple[int, ...], reader: Any) -> list[Any]:
+        ref, n_cells = self._info.ref, self.shape[0]
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int)
+        return [
+            dask.delayed(reader, pure=True)(ref, cols[s : s + w], n_cells, self.dtype)
+            for s, w in zip(starts, sizes, strict=True)
+        ]
+
+    # -- CSR ----------------------------------------------------------------------------
+    def slab_rows(self) -> int:
+        """Rows per slab task: its working memory within its share of the budget."""
+        n_cells, _n_genes = self.shape
+        nnz = self._info.nnz or 0
+        per_row = max(1.0, nnz / max(1, n_cells)) * (
+            self.dtype.itemsize + 4 + _SLAB_BYTES_PER_NNZ_EXTRA
+        )
+        per_row += 8  # indptr
+        share = min(_MAX_SLAB_BYTES, self.max_memory // (4 * max(1, self.n_threads)))
+        return int(min(n_cells, max(_MIN_SLAB_ROWS, share // per_row)))
+
+    def selected_nnz_bytes(self, n_selected: int) -> float:
+        """Estimated bytes of the selected genes' stored values (value + int32 row index)."""
+        nnz = self._info.nnz or 0
+        return nnz * (n_selected / max(1, self.shape[1])) * (self.dtype.itemsize + 4)
+
+    def choose(self, n_selected: int, block_sizes: Sequence[int]) -> tuple[str, int]:
+        """The CSR strategy and its number of passes over the file."""
+        slab_mem = (
+            self.slab_rows()
+            * max(1.0, (self._info.nnz or 0) / max(1, self.shape[0]))
+            * (self.dtype.itemsize + 4 + _SLAB_BYTES_PER_NNZ_EXTRA)
+        )
+        free = self.max_memory - self.n_threads * slab_mem
+        group_cost = self.selected_nnz_bytes(n_selected) * _GROUP_OVERHEAD
+        fits_once = group_cost <= free
+        strategy = self.strategy
+        if strategy == "auto":
+            strategy = "memory" if fits_once else "spill"
+        if strategy == "memory":
+            if not fits_once:
+                log.warning(
+                    "strategy='memory' keeps ~%.0f MiB of the matrix in memory, more than "
+                    "max_memory allows (%.0f MiB free)",
+                    group_cost / 2**20,
+                    max(0, free) / 2**20,
+                )
+            return "memory", 1
+        if strategy == "spill":
+            return "spill", 1
+        passes = max(1, math.ceil(group_cost / max(1.0, free)))
+        return "passes", min(passes, len(block_sizes))
+
+    def _csr_blocks(self, cols: np.ndarray, sizes: tuple[int, ...]) -> list[Any]:
+        n_cells, n_genes = self.shape
+        ref = self._info.ref
+        rows = self.slab_rows()
+        slabs = [(r, min(r + rows, n_cells)) for r in range(0, n_cells, rows)]
+        self.chosen, self.passes = self.choose(len(cols), sizes)
+        unique = len(np.unique(cols)) == len(cols)
+        if unique:
+            col_pos = np.full(n_genes, -1, dtype=np.int32 if len(cols) < 2**31 else np.int64)
+            col_pos[cols] = np.arange(len(cols), dtype=col_pos.dtype)
+            selection: Any = dask.delayed(Selection("pos", col_pos), pure=True, traverse=False)
+        else:  # the same column twice: select by fancy indexing
+            selection = dask.delayed(Selection("cols", cols), pure=True, traverse=False)
+        starts = [0, *np.cumsum(sizes).tolist()]
+        if self.chosen == "spill":
+            return self._spill_blocks(ref, slabs, selection, len(cols), starts)
+        return self._pass_blocks(ref, slabs, selection, starts, self.passes)
+
+    def _pass_blocks(
+        self,
+        ref: MatrixRef,
+        slabs: list[tuple[int, int]],
+        selection: Any,
+        starts: list[int],
+        passes: int,
+    ) -> list[Any]:
+        n_blocks = len(starts) - 1
+        # Cut the blocks into `passes` groups of about equal gene count.
+        cut = np.linspace(0, n_blocks, passes + 1).round().astype(int)
+        blocks: list[Any] = []
+        barrier: Any = None
+        for p in range(passes):
+            b0, b1 = int(cut[p]), int(cut[p + 1])
+            g0, g1 = starts[b0], starts[b1]
+            pieces = [
+                dask.delayed(_read_piece, pure=True)(ref, r0, r1, selection, g0, g1, barrier)
+                for r0, r1 in slabs
+            ]
+            group = [
+                dask.delayed(_assemble, pure=True)(pieces, starts[b] - g0, starts[b + 1] - g0)
+                for b in range(b0, b1)
+            ]
+            blocks.extend(group)
+            if p + 1 < passes:
+                # The next pass starts only once this pass's blocks are assembled, so at
+                # most one group of pieces is held at a time.
+                barrier = dask.delayed(_token, pure=True)(
+                    *[dask.delayed(_token, pure=True)(b) for b in group]
+                )
+        return blocks
+
+    def _spill_blocks(
+        self,
+        ref: MatrixRef,
+        slabs: list[tuple[int, int]],
+        selection: Any,
+        n_sel: int,
+        starts: list[int],
+    ) -> list[Any]:
+        base = (
+            self.scratch_dir
+            or dask.config.get("temporary-directory", None)
+            or tempfile.gettempdir()
+        )
+        os.makedirs(base, exist_ok=True)
+        scratch = tempfile.mkdtemp(prefix="dask-cellucid-spill-", dir=base)
+        # Removed when this source is dropped (or at exit); a new export gets its own.
+        self._cleanup.append(weakref.finalize(self, shutil.rmtree, scratch, True))
+        log.info("spilling CSC shards to %s", scratch)
+        shards = [
+            dask.delayed(_write_shard, pure=False)(
+                ref,
+                r0,
+                r1,
+                selection,
+                n_sel,
+                os.path.join(scratch, f"shard-{i:06d}-{uuid.uuid4().hex[:6]}.bin"),
+            )
+            for i, (r0, r1) in enumerate(slabs)
+        ]
+        return [
+            dask.delayed(_read_spilled, pure=True)(
+                shards, starts[b], starts[b + 1], n_sel, self.dtype
+            )
+            for b in range(len(starts) - 1)
+        ]
+
+
+# -- task functions (module level: they pickle by reference) ---------------------------
+def _read_rows(ref: MatrixRef, r0: int, r1: int) -> sp.csr_matrix:
+    """Rows ``r0:r1`` of a CSR matrix on disk, via anndata's sparse dataset."""
+    from anndata.io import sparse_dataset
+
+    with ref.open() as elem:
+        ds = sparse_dataset(elem, should_cache_indptr=False)
+        block = ds[r0:r1]
+    return sp.csr_matrix(block)
+
+
+def _select_csc(slab: sp.csr_matrix, selection: Selection, g0: int, g1: int) -> sp.csc_matrix:
+    """Export positions ``g0:g1`` of a CSR slab, as CSC (sorted, in export order)."""
+    kind, arr = selection.kind, selection.arr
+    if kind == "cols":
+        return sp.csc_matrix(slab.tocsc()[:, arr[g0:g1]])
+    pos = arr[slab.indices]
+    keep = (pos >= g0) & (pos < g1) if (g0, g1) != (0, int(arr.max()) + 1) else pos >= 0
+    kept = np.concatenate([[0], np.cumsum(keep, dtype=np.int64)])
+    indptr = kept[slab.indptr]
+    part = sp.csr_matrix(
+        (slab.data[keep], (pos[keep] - g0).astype(np.int32), indptr), shape=(slab.shape[0], g1 - g0)
+    )
+    return sp.csc_matrix(part.tocsc())
+
+
+def _read_piece(
+    ref: MatrixRef,
+    r0: int,
+    r1: int,
+    selection: Selection,
+    g0: int,
+    g1: int,
+    barrier: Any = None,
+) -> sp.csc_matrix:
+    """One slab's share of one pass: its rows, the pass's genes, as CSC."""
+    return _select_csc(_read_rows(ref, r0, r1), selection, g0, g1)
+
+
+def _assemble(pieces: Sequence[sp.csc_matrix], c0: int, c1: int) -> sp.csc_matrix:
+    """Columns ``c0:c1`` of the pieces stacked by rows (scipy's CSC fast path)."""
+    parts = [p[:, c0:c1] for p in pieces]
+    return sp.csc_matrix(sp.vstack(parts, format="csc"))
+
+
+def _write_shard(
+    ref: MatrixRef, r0: int, r1: int, selection: Selection, n_sel: int, path: str
+) -> tuple[str, int, int, str]:
+    """Read a slab, convert it to CSC over the selected genes, write it raw to ``path``.
+
+    Layout: ``indptr`` (int64, ``n_sel + 1``), ``indices`` (int32, nnz), ``data``.
+    Written under a temporary name and renamed, so a reader never sees half a shard.
+    """
+    csc = _select_csc(_read_rows(ref, r0, r1), selection, 0, n_sel)
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(np.ascontiguousarray(csc.indptr, dtype=np.int64).tobytes())
+        f.write(np.ascontiguousarray(csc.indices, dtype=np.int32).tobytes())
+        f.write(np.ascontiguousarray(csc.data).tobytes())
+    os.replace(tmp, path)
+    return path, r1 - r0, int(csc.nnz), csc.data.dtype.str
+
+
+def _read_spilled(
+    shards: Sequence[tuple[str, int, int, str]], c0: int, c1: int, n_sel: int, dtype: np.dtype[Any]
+) -> sp.csc_matrix:
+    """Columns ``c0:c1`` of every shard, stacked by rows: one block, read by byte ranges."""
+    parts = []
+    w = c1 - c0
+    for path, n_rows, nnz, dt in shards:
+        data_dtype = np.dtype(dt)
+        try:
+            f = open(path, "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError as err:
+            msg = (
+                f"scratch shard {path} is missing: the workers do not share the scratch "
+                "folder. Set dask's 'temporary-directory' to a folder every worker sees, or "
+                "export with DASK_CELLUCID__CSR_STRATEGY=passes."
+            )
+            raise UnsupportedInputError(msg) from err
+        with f:
+            f.seek(8 * c0)
+            indptr = np.fromfile(f, np.int64, w + 1)
+            a, b = int(indptr[0]), int(indptr[-1])
+            f.seek(8 * (n_sel + 1) + 4 * a)
+            indices = np.fromfile(f, np.int32, b - a)
+            f.seek(8 * (n_sel + 1) + 4 * nnz + data_dtype.itemsize * a)
+            data = np.fromfile(f, data_dtype, b - a)
+        parts.append(sp.csc_matrix((data, indices, indptr - a), shape=(n_rows, w)))
+    out = sp.csc_matrix(sp.vstack(parts, format="csc"))
+    return out.astype(dtype, copy=False)
+
+
+def _ordered(cols: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Sorted unique columns to read, and how to put them back in the asked order."""
+    uniq, inverse = np.unique(cols, return_inverse=True)
+    if len(uniq) == len(cols) and np.array_equal(uniq, cols):
+        return uniq, None
+    return uniq, inverse
+
+
+def _read_csc_block(
+    ref: MatrixRef, cols: np.ndarray, n_cells: int, dtype: np.dtype[Any]
+) -> sp.csc_matrix:
+    """One block of a CSC matrix on disk: its columns, read directly."""
+    from anndata.io import sparse_dataset
+
+    uniq, inverse = _ordered(cols)
+    with ref.open() as elem:
+        ds = sparse_dataset(elem, should_cache_indptr=False)
+        if uniq[-1] - uniq[0] + 1 == len(uniq):
+            block = ds[:, int(uniq[0]) : int(uniq[-1]) + 1]
+        else:
+            block = ds[:, uniq]
+    block = sp.csc_matrix(block)
+    if inverse is not None:
+        block = block[:, inverse]
+    return sp.csc_matrix(block)
+
+
+def _read_dense_block(
+    ref: MatrixRef, cols: np.ndarray, n_cells: int, dtype: np.dtype[Any]
+) -> np.ndarray:
+    """One block of a dense matrix on disk, read in row tiles of its columns."""
+    uniq, inverse = _ordered(cols)
+    lo, hi = int(uniq[0]), int(uniq[-1]) + 1
+    span = hi - lo <= 2 * len(uniq)  # read the covering range when it is mostly wanted
+    width = (hi - lo) if span else len(uniq)
+    rows = max(1, _TILE_BYTES // max(1, width * dtype.itemsize))
+    out = np.empty((n_cells, len(uniq)), dtype=dtype)
+    with ref.open() as elem:
+        for r in range(0, n_cells, rows):
+            r1 = min(n_cells, r + rows)
+            if span:
+                tile = np.asarray(elem[r:r1, lo:hi])
+                out[r:r1] = tile[:, uniq - lo]
+            else:
+                out[r:r1] = np.asarray(elem[r:r1, uniq])
+    return out if inverse is None else out[:, inverse]
