@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 
 IDENTITY_NAME = "dataset_identity.json"
 OBS_MANIFEST_NAME = "obs_manifest.json"
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_CREATED_AT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+DATASET_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+CREATED_AT_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 # The cellucid release whose reader each layout pairs with (spec table).
 _DATA_VERSION = {"key": "0.9.0", "index": "0.9.2"}
 
@@ -32,7 +32,7 @@ _DATA_VERSION = {"key": "0.9.0", "index": "0.9.2"}
 def dataset_id_from(name: str) -> str:
     """A valid dataset id made from a folder name (``my data/`` -> ``my_data``)."""
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")
-    return cleaned if cleaned and _ID.match(cleaned) else "dataset"
+    return cleaned if cleaned and DATASET_ID_PATTERN.match(cleaned) else "dataset"
 
 
 def normalize_embedding(coords: Any, label: str) -> np.ndarray:
@@ -101,7 +101,7 @@ def identity(
     created_at: str | None = None,
 ) -> dict[str, Any]:
     """A version-2 ``dataset_identity.json`` for a folder with genes and no obs fields."""
-    if not _ID.match(dataset_id):
+    if not DATASET_ID_PATTERN.match(dataset_id):
         msg = f"dataset_id={dataset_id!r} must match [A-Za-z0-9][A-Za-z0-9._-]*, e.g. 'pbmc3k'."
         raise InvalidOptionError(msg)
     gz = ".gz" if encoding.compression else ""
@@ -134,7 +134,7 @@ def identity(
         },
     }
     if created_at is not None:
-        if not _CREATED_AT.match(created_at):
+        if not CREATED_AT_PATTERN.match(created_at):
             msg = f"created_at={created_at!r} must look like '2026-01-31T12:00:00Z' (UTC)."
             raise InvalidOptionError(msg)
         doc["created_at"] = created_at

@@ -14,7 +14,6 @@ import json
 import logging
 import math
 import os
-import re
 import struct
 import unicodedata
 import zlib
@@ -27,6 +26,8 @@ import numpy as np
 
 from . import kernels
 from . import manifest as mf
+from .dataset import CREATED_AT_PATTERN, DATASET_ID_PATTERN, IDENTITY_NAME, OBS_MANIFEST_NAME
+from .journal import JOURNAL_DIR
 from .naming import sanitize_key
 from .sink import Target
 from .types import FORMAT, MANIFEST_NAME, VAR_DIR, Layout
@@ -37,12 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-IDENTITY_NAME = "dataset_identity.json"
-OBS_MANIFEST_NAME = "obs_manifest.json"
-JOURNAL_DIR = ".dask-cellucid"
 _DTYPES = {"float32": ("f32", "<f4", None), "uint8": ("u8", "<u1", 8), "uint16": ("u16", "<u2", 16)}
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_CREATED_AT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 _IDENTITY_REQUIRED = (
     "version",
     "id",
@@ -691,10 +687,10 @@ def check_identity(target: Target, doc: Any, var: Mapping[str, Any] | None) -> l
         bad(msg)
     if doc.get("version") != 2:
         bad(f"version is {doc.get('version')!r}, not 2")
-    if not (isinstance(doc.get("id"), str) and _ID.match(doc["id"])):
+    if not (isinstance(doc.get("id"), str) and DATASET_ID_PATTERN.match(doc["id"])):
         bad(f"id {doc.get('id')!r} does not match [A-Za-z0-9][A-Za-z0-9._-]*")
     created = doc.get("created_at")
-    if created is not None and not (isinstance(created, str) and _CREATED_AT.match(created)):
+    if created is not None and not (isinstance(created, str) and CREATED_AT_PATTERN.match(created)):
         bad(f"created_at {created!r} is not of the form YYYY-MM-DDTHH:MM:SSZ")
     stats = doc.get("stats")
     n_cells = None

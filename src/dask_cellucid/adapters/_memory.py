@@ -85,29 +85,27 @@ def _wrap(obj: Any) -> Source:
     raise UnsupportedInputError(msg)
 
 
-def _sparse(obj: Any) -> Source:
+def _check_matrix(obj: Any) -> None:
     check_numeric(obj.dtype, "gene_expression")
     if obj.ndim != 2:
-        msg = f"gene_expression must be 2-D (cells x genes), got {obj.ndim}-D."
+        msg = f"gene_expression must be 2-D (cells x genes), got shape {obj.shape}."
         raise UnsupportedInputError(msg)
+
+
+def _sparse(obj: Any) -> Source:
+    _check_matrix(obj)
     return ScipySource(obj, description=f"scipy.sparse {obj.format} {obj.shape}")
 
 
 @_wrap.register
 def _(obj: np.ndarray) -> Source:
-    check_numeric(obj.dtype, "gene_expression")
-    if obj.ndim != 2:
-        msg = f"gene_expression must be 2-D (cells x genes), got shape {obj.shape}."
-        raise UnsupportedInputError(msg)
+    _check_matrix(obj)
     return NumpySource(obj, description=f"numpy {obj.dtype} {obj.shape}")
 
 
 @_wrap.register
 def _(obj: da.Array) -> Source:
-    check_numeric(obj.dtype, "gene_expression")
-    if obj.ndim != 2:
-        msg = f"gene_expression must be 2-D (cells x genes), got shape {obj.shape}."
-        raise UnsupportedInputError(msg)
+    _check_matrix(obj)
     if any(np.isnan(c) for c in obj.shape):
         msg = "gene_expression has unknown chunk sizes; call .compute_chunk_sizes() first."
         raise UnsupportedInputError(msg)
