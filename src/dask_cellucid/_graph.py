@@ -8,7 +8,6 @@ records once every task has finished.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -105,36 +104,15 @@ def encode_files(
     return _files(payloads, job, range(len(job.paths)), zero_copy=zero_copy)
 
 
-# On a local filesystem a block's files are written in this many parts, each
-# handed to a writer thread as soon as it is compressed: writing (and the
-# sink's fsync of every file) overlaps compressing the next part, and fsyncs
-# issued together share the filesystem's journal commits (on the benchmark
-# machine 1,000 sequential fsyncs took 2.1 s, 8 at a time 0.1 s).
-_LOCAL_WRITERS = 8
-
-
 def write_block(block: Any, job: BlockJob, target: Target) -> list[GeneEntry]:
     """The block task: encode, write payloads, then the journal record.
 
     The record is written only once every payload of the block is in place.
     """
     payloads = _encode(block, job)
-    n = len(job.paths)
-    local = target.is_local
-    if not local or n < 2 * _LOCAL_WRITERS:
-        files, entries = _files(payloads, job, range(n), zero_copy=local)
-        target.write(files)
-    else:
-        step = -(-n // _LOCAL_WRITERS)
-        entries = []
-        with ThreadPoolExecutor(_LOCAL_WRITERS, thread_name_prefix="cellucid-write") as pool:
-            pending = []
-            for a in range(0, n, step):
-                files, part = _files(payloads, job, range(a, min(a + step, n)), zero_copy=True)
-                pending.append(pool.submit(target.write, files))
-                entries += part
-            for fut in pending:
-                fut.result()
+    # the sink fsyncs the block's files together, in parallel, before returning
+    files, entries = _files(payloads, job, range(len(job.paths)), zero_copy=target.is_local)
+    target.write(files)
     rel, record = journal.block_record(job.fingerprint, job.start, entries)
     target.write({rel: record})
     return entries

@@ -11,7 +11,6 @@ The journal is removed once the manifest is written.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from .types import MANIFEST_NAME, VAR_DIR, GeneEntry, Plan
@@ -47,12 +46,19 @@ def block_record(
     plan_fingerprint: str, start: int, entries: Sequence[GeneEntry]
 ) -> tuple[str, bytes]:
     """The path and bytes of one block's record (written by the block task)."""
-    rows = []
-    for e in entries:
-        row = asdict(e)
-        # NaN bounds of empty genes are stored as null: records are strict JSON too.
-        row["lo"], row["hi"] = (None, None) if not e.has_finite else (e.lo, e.hi)
-        rows.append(row)
+    # Plain dicts: dataclasses.asdict deep-copies every field (0.45 CPU-s on 2,000
+    # genes). NaN bounds of empty genes are stored as null: records are strict JSON.
+    rows = [
+        {
+            "position": e.position,
+            "gene_id": e.gene_id,
+            "lo": e.lo if e.has_finite else None,
+            "hi": e.hi if e.has_finite else None,
+            "n_nonfinite": e.n_nonfinite,
+            "nbytes": e.nbytes,
+        }
+        for e in entries
+    ]
     text = json.dumps({"fingerprint": plan_fingerprint, "entries": rows}, allow_nan=False)
     return f"{_BLOCKS}/{plan_fingerprint}-{start}.json", text.encode()
 

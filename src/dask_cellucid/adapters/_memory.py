@@ -18,13 +18,41 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 
+class _Sliceable:
+    """An in-memory matrix as dask's ``from_array`` sees it, minus ``.copy()``.
+
+    ``from_array`` defensively copies any array-like that has ``.copy()``: a
+    second whole matrix in memory (measured: +122 MiB on a 128 MiB CSC input)
+    and a serial pass before the first task. Block tasks only slice it.
+    """
+
+    def __init__(self, x: Any) -> None:
+        self._x = x
+        self.shape = x.shape
+        self.dtype = x.dtype
+        self.ndim = x.ndim
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._x[key]
+
+
+def _column_chunks(x: Any, block_sizes: Sequence[int], meta: Any) -> da.Array:
+    return da.from_array(
+        _Sliceable(x),
+        chunks=((x.shape[0],), tuple(block_sizes)),
+        asarray=False,
+        name=False,
+        meta=meta,
+    )
+
+
 @dataclass
 class NumpySource(Source):
     def column_blocks(self, columns: Sequence[int], block_sizes: Sequence[int]) -> da.Array:
         x = self.array
         if list(columns) != list(range(x.shape[1])):
             x = x[:, np.asarray(columns, dtype=np.int64)]
-        return da.from_array(x, chunks=((x.shape[0],), tuple(block_sizes)), name=False)
+        return _column_chunks(np.asarray(x), block_sizes, np.empty((0, 0), x.dtype))
 
 
 @dataclass
@@ -45,13 +73,7 @@ class ScipySource(Source):
         if list(columns) != list(range(csc.shape[1])):
             csc = csc[:, np.asarray(columns, dtype=np.int64)]
         csc.sum_duplicates()
-        return da.from_array(
-            csc,
-            chunks=((csc.shape[0],), tuple(block_sizes)),
-            asarray=False,
-            name=False,
-            meta=sp.csc_matrix((0, 0), dtype=csc.dtype),
-        )
+        return _column_chunks(csc, block_sizes, sp.csc_matrix((0, 0), dtype=csc.dtype))
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Benchmarks of dask-cellucid against the reference writer: see README.md."""

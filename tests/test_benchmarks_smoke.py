@@ -1,0 +1,121 @@
+"""The benchmark suite (benchmarks/) runs end to end and writes its table.
+
+A smoke run on a tiny dataset: it checks that every kind of case runs (the
+reference writer, dask-cellucid, the codec limit, the I/O floor), that the
+report is written, and that what the suite measures besides time is right
+(file counts, decode errors). No timing is asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dask_cellucid import prepare
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from benchmarks import data, run  # noqa: E402
+
+
+@pytest.fixture
+def bench_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("DASK_CELLUCID_BENCH_CACHE", str(cache))
+    return cache
+
+
+def test_generator_is_seeded_and_realistic(bench_cache: Path) -> None:
+    spec = data.SIZES["XS"]
+    a, b = data.generate(spec), data.load(spec)
+    assert np.array_equal(a.data, b.data, equal_nan=True)
+    assert np.array_equal(a.indices, b.indices)
+    assert np.array_equal(a.indptr, b.indptr)
+    assert data.load(spec).nnz == a.nnz  # second load comes from the cache
+    other = data.generate(data.Spec(spec.n_cells, spec.n_genes, seed=1))
+    assert not np.array_equal(other.indices[:100], a.indices[:100])
+    d = data.describe(a)
+    assert 0.06 < d["density"] < 0.10
+    assert d["gene_density_p95"] > 20 * d["gene_density_p5"]  # orders of magnitude apart
+    assert d["n_dense_genes"] >= 1 and d["n_all_zero_genes"] >= 1 and d["n_nan_genes"] >= 1
+    finite = a.data[np.isfinite(a.data)]
+    assert finite.min() > 0 and finite.max() < 10  # log1p of counts
+
+
+@pytest.mark.filterwarnings("ignore::dask_cellucid.errors.ExportWarning")
+@pytest.mark.parametrize(("rounding", "low", "high"), [("nearest", 0.4, 0.5), ("floor", 0.9, 1.0)])
+def test_decode_error_is_measured_in_steps(
+    tmp_path: Path, bench_cache: Path, rounding: str, low: float, high: float
+) -> None:
+    X = data.load(data.SIZES["XS"])
+    out = tmp_path / "export"
+    prepare(
+        X,
+        var=data.gene_names(X.shape[1]),
+        out_dir=out,
+        var_quantization=8,
+        compression=6,
+        rounding=rounding,
+        progress=False,
+    )
+    got = run.check_output(out, X.tocsc())
+    assert got["files"] == X.shape[1] + 1
+    assert got["marker_mismatches"] == 0
+    # float32 storage of the decoded value may add a hair at 8 bits
+    assert low < got["max_err_steps"] <= high + 1e-4
+
+
+def test_suite_runs_and_writes_its_table(tmp_path: Path, bench_cache: Path) -> None:
+    report, raw = tmp_path / "bench.md", tmp_path / "bench.json"
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.run",
+        "--size",
+        "XS",
+        "--repeats",
+        "1",
+        "--no-scaling",
+        "--settings",
+        "u8-gzip6,f32",
+        "--codecs",
+        "auto",
+        "--no-fsync-variant",
+        "--out",
+        str(report),
+        "--json",
+        str(raw),
+        "--workdir",
+        str(tmp_path / "work"),
+    ]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+    text = report.read_text()
+    assert text.startswith("# Benchmarks")
+    assert "python -m benchmarks.run --size M --out docs/benchmarks.md" in text
+    for row in (
+        "| reference (cellucid 0.9.2) |",
+        "| **dask-cellucid, default**",
+        "| codec limit (auto) |",
+        "| I/O floor (same float32 files",
+    ):
+        assert row in text
+    assert "### Targets" in text
+
+    cases = {c["label"] + "/" + c["setting"]: c for c in json.loads(raw.read_text())["cases"]}
+    n_genes = data.SIZES["XS"].n_genes
+    ours8 = cases["dask-cellucid, codec=auto/u8-gzip6"]["output"]
+    ref8 = cases["reference (cellucid 0.9.2)/u8-gzip6"]["output"]
+    assert ours8["files"] == ref8["files"] == n_genes + 1
+    assert ours8["max_err_steps"] <= 0.5 + 1e-4 < ref8["max_err_steps"] <= 1.0
+    assert cases["dask-cellucid, codec=auto/f32"]["output"]["exact"]
+    for c in cases.values():
+        run_ = c["runs"][0]
+        assert run_["seconds"] > 0 and run_["peak_rss"] > 2**20
