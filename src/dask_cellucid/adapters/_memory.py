@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from functools import singledispatch
 from typing import TYPE_CHECKING, Any
 
+import dask
 import dask.array as da
 import numpy as np
 import scipy.sparse as sp
@@ -67,13 +69,56 @@ class ScipySource(Source):
         return 4 + density * (self.dtype.itemsize + 4 + 4 + 8 + 8)
 
     def column_blocks(self, columns: Sequence[int], block_sizes: Sequence[int]) -> da.Array:
-        # One conversion to CSC; after it, every column block is a cheap slice
-        # (a CSR column slice would cost a full pass per block).
-        csc = sp.csc_matrix(self.array)
-        if list(columns) != list(range(csc.shape[1])):
-            csc = csc[:, np.asarray(columns, dtype=np.int64)]
-        csc.sum_duplicates()
-        return _column_chunks(csc, block_sizes, sp.csc_matrix((0, 0), dtype=csc.dtype))
+        x = self.array
+        meta = sp.csc_matrix((0, 0), dtype=x.dtype)
+        cols = np.asarray(columns, dtype=np.int64)
+        if x.format != "csr":
+            # one conversion to CSC; after it every column block is a cheap slice
+            csc = sp.csc_matrix(x)
+            if list(columns) != list(range(csc.shape[1])):
+                csc = csc[:, cols]
+            csc.sum_duplicates()
+            return _column_chunks(csc, block_sizes, meta)
+        # CSR: a column slice costs a pass over every stored value, and a whole
+        # CSC copy doubles the matrix in memory and converts it serially before
+        # the first task. So the tasks convert it in a few column groups: each
+        # group is one pass and one CSC conversion, its blocks are cheap slices.
+        source = dask.delayed(_Sliceable(x), name=f"cellucid-input-{uuid.uuid4().hex}")
+        starts = np.concatenate([[0], np.cumsum(block_sizes)]).astype(int)
+        n_blocks = len(block_sizes)
+        per_group = -(-n_blocks // min(n_blocks, _CSR_GROUPS))
+        pieces = []
+        for g0 in range(0, n_blocks, per_group):
+            g1 = min(g0 + per_group, n_blocks)
+            a = starts[g0]
+            group = dask.delayed(_csc_of_columns, pure=False)(source, cols[a : starts[g1]])
+            for k in range(g0, g1):
+                block = dask.delayed(_column_slice, pure=False)(
+                    group, starts[k] - a, starts[k + 1] - a
+                )
+                shape = (x.shape[0], int(block_sizes[k]))
+                pieces.append(da.from_delayed(block, shape=shape, dtype=x.dtype, meta=meta))
+        return da.concatenate(pieces, axis=1)
+
+
+# CSR inputs are converted in at most this many column groups, each a pass over
+# the stored values run in parallel by the tasks. On the benchmark's M dataset
+# (100k x 2k, 8 %), 32 groups kept peak RSS at 321-328 MiB against 366-377 MiB
+# with 8 or 16 groups, for the same time.
+_CSR_GROUPS = 32
+
+
+def _csc_of_columns(source: _Sliceable, cols: np.ndarray) -> sp.csc_matrix:
+    """Columns ``cols`` of a CSR matrix as canonical CSC (one pass, one conversion)."""
+    a, b = int(cols[0]), int(cols[-1]) + 1
+    key = slice(a, b) if b - a == len(cols) and (np.diff(cols) == 1).all() else cols
+    csc = sp.csc_matrix(source[:, key])
+    csc.sum_duplicates()
+    return csc
+
+
+def _column_slice(csc: sp.csc_matrix, a: int, b: int) -> sp.csc_matrix:
+    return csc[:, a:b]
 
 
 @dataclass
