@@ -68,26 +68,21 @@ def codes_for(
     0). Non-finite values give garbage here; callers overwrite them with the
     marker.
     """
-    t = values.astype(np.float64)
-    with np.errstate(invalid="ignore", over="ignore"):
-        t -= lo
-        t *= scale
-        if rounding == "nearest":
-            np.rint(t, out=t)
-        else:
-            t += _FLOOR_NUDGE
-            np.floor(t, out=t)
-        np.clip(t, 0, max_code(bits), out=t)
-        return t.astype(code_dtype(bits))
+    return _codes_into(np.empty(np.shape(values)), values, lo, scale, bits, rounding)
 
 
 def _codes_into(
-    t: np.ndarray, values: np.ndarray, lo: float, scale: float, bits: Bits, rounding: Rounding
+    t: np.ndarray,
+    values: np.ndarray,
+    lo: np.ndarray | float,
+    scale: np.ndarray | float,
+    bits: Bits,
+    rounding: Rounding,
 ) -> np.ndarray:
-    """:func:`codes_for` of one gene (scalar ``lo``/``scale``), computed in the buffer ``t``.
+    """:func:`codes_for`, computed in the float64 buffer ``t`` (shaped like ``values``).
 
-    The same float64 operations in the same order as :func:`codes_for`, so the
-    same codes.
+    The one place the quantization arithmetic is written, so every path (dense,
+    sparse, the code of zero) gives the same codes for the same value.
     """
     with np.errstate(invalid="ignore", over="ignore"):
         t[...] = values
