@@ -105,7 +105,7 @@ def test_layer_from_zarr(tmp_path: Path, adata: ad.AnnData) -> None:
         (["notes.h5ad", "out"], "not an AnnData file"),
         (["{h5ad}", "out", "--layer", "spliced"], "no layer 'spliced'"),
         (["{h5ad}", "out", "--use-raw"], "has no raw"),
-        (["{h5ad}", "out", "--max-memory", "lots"], "not a size"),
+        (["{h5ad}", "out", "--max-memory", "lots"], "not a memory size"),
         (["{h5ad}", "out", "--genes", "G1,NOPE"], "NOPE"),
     ],
     ids=["missing", "not-anndata", "layer", "raw", "max-memory", "gene"],

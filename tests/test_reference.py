@@ -52,9 +52,10 @@ def _var(n: int) -> pd.DataFrame:
 @pytest.mark.parametrize("bits", [8, 16, None])
 @pytest.mark.parametrize("compression", [6, None])
 def test_same_manifest_and_bytes_as_cellucid_092(tmp_path: Path, bits, compression) -> None:
-    X = random_matrix(300, 25, density=0.2, seed=3, negative=True)
+    X = random_matrix(300, 25, density=0.2, seed=3, negative=True).tolil()
     X[:, 4] = 0  # an all-zero gene: a constant field, bounds [0, 0] in this layout
     X[:, 7] = 2.5  # a dense constant gene
+    X = X.tocsr()
     X.eliminate_zeros()
     var = _var(25)
     reference_export(X, var, tmp_path / "ref", var_quantization=bits, compression=compression)

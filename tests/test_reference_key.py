@@ -38,6 +38,7 @@ def oracle() -> Path:
     return ORACLE
 
 
+@pytest.mark.filterwarnings("ignore:1 gene\\(s\\) are zero in every cell")
 @pytest.mark.parametrize(("bits", "level"), [(8, 6), (16, None), (None, 6)])
 def test_key_layout_matches_cellucid_009(tmp_path: Path, oracle: Path, bits, level) -> None:
     X = random_matrix(400, 12, density=0.3, seed=11, negative=True)
