@@ -52,7 +52,15 @@ def block_jobs(plan: Plan) -> list[BlockJob]:
     ]
 
 
-def _encode(block: Any, job: BlockJob) -> kernels.BlockPayloads:
+def encode_files(
+    block: Any, job: BlockJob, *, zero_copy: bool = False
+) -> tuple[dict[str, Any], list[GeneEntry]]:
+    """Encode one block into its files and manifest entries (no I/O).
+
+    With ``zero_copy``, uncompressed payloads are byte views of the block's
+    encoded array instead of copies (for a sink that only calls ``write`` on
+    them, such as a local file): no second copy of the block in memory.
+    """
     enc = job.encoding
     payloads = kernels.encode_block(block, enc.bits, enc.rounding)
     if payloads.values.shape[0] != len(job.gene_ids):
@@ -61,23 +69,15 @@ def _encode(block: Any, job: BlockJob) -> kernels.BlockPayloads:
             f"expected {len(job.gene_ids)}"
         )
         raise AssertionError(msg)
-    return payloads
-
-
-def _files(
-    payloads: kernels.BlockPayloads, job: BlockJob, genes: range, *, zero_copy: bool
-) -> tuple[dict[str, Any], list[GeneEntry]]:
-    """The files and manifest entries of the block's genes ``genes`` (compressed here)."""
-    enc = job.encoding
     files: dict[str, Any] = {}
     entries: list[GeneEntry] = []
-    for k in genes:
+    for k, path in enumerate(job.paths):
         row = payloads.values[k]
         if enc.compression:
             data: Any = codecs.gzip_member(row, enc.compression, enc.codec)
         else:
             data = memoryview(row).cast("B") if zero_copy else row.tobytes()
-        files[job.paths[k]] = data
+        files[path] = data
         entries.append(
             GeneEntry(
                 position=job.start + k,
@@ -91,27 +91,13 @@ def _files(
     return files, entries
 
 
-def encode_files(
-    block: Any, job: BlockJob, *, zero_copy: bool = False
-) -> tuple[dict[str, bytes], list[GeneEntry]]:
-    """Encode one block into its files and manifest entries (no I/O).
-
-    With ``zero_copy``, uncompressed payloads are byte views of the block's
-    encoded array instead of copies (for a sink that only calls ``write`` on
-    them, such as a local file): no second copy of the block in memory.
-    """
-    payloads = _encode(block, job)
-    return _files(payloads, job, range(len(job.paths)), zero_copy=zero_copy)
-
-
 def write_block(block: Any, job: BlockJob, target: Target) -> list[GeneEntry]:
     """The block task: encode, write payloads, then the journal record.
 
     The record is written only once every payload of the block is in place.
     """
-    payloads = _encode(block, job)
     # the sink fsyncs the block's files together, in parallel, before returning
-    files, entries = _files(payloads, job, range(len(job.paths)), zero_copy=target.is_local)
+    files, entries = encode_files(block, job, zero_copy=target.is_local)
     target.write(files)
     rel, record = journal.block_record(job.fingerprint, job.start, entries)
     target.write({rel: record})

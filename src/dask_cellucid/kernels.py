@@ -68,10 +68,13 @@ def codes_for(
     0). Non-finite values give garbage here; callers overwrite them with the
     marker.
     """
-    return _codes_into(np.empty(np.shape(values)), values, lo, scale, bits, rounding)
+    shape = np.shape(values)
+    out = np.empty(shape, code_dtype(bits))
+    return _codes_into(out, np.empty(shape), values, lo, scale, bits, rounding)
 
 
 def _codes_into(
+    out: np.ndarray,
     t: np.ndarray,
     values: np.ndarray,
     lo: np.ndarray | float,
@@ -79,10 +82,11 @@ def _codes_into(
     bits: Bits,
     rounding: Rounding,
 ) -> np.ndarray:
-    """:func:`codes_for`, computed in the float64 buffer ``t`` (shaped like ``values``).
+    """:func:`codes_for` into ``out``, using ``t`` (float64, shaped like ``values``).
 
     The one place the quantization arithmetic is written, so every path (dense,
-    sparse, the code of zero) gives the same codes for the same value.
+    sparse, the code of zero) gives the same codes for the same value. The
+    buffers let a per-gene caller reuse cache-resident temporaries.
     """
     with np.errstate(invalid="ignore", over="ignore"):
         t[...] = values
@@ -94,7 +98,8 @@ def _codes_into(
             t += _FLOOR_NUDGE
             np.floor(t, out=t)
         np.clip(t, 0, max_code(bits), out=t)
-        return t.astype(code_dtype(bits))
+        np.copyto(out, t, casting="unsafe")
+    return out
 
 
 def _scales(lo: np.ndarray, hi: np.ndarray, bits: Bits) -> np.ndarray:
@@ -198,38 +203,25 @@ def encode_csc(
     lo0 = np.nan_to_num(lo)
     zero_code = codes_for(np.zeros(w), lo0, scale, bits, rounding).tolist()
     out = np.empty((w, n_cells), code_dtype(bits))
-    top, marker = max_code(bits), max_code(bits) + 1
+    marker = max_code(bits) + 1
     size = int(counts.max(initial=0))
     t_buf, c_buf = np.empty(size, np.float64), np.empty(size, out.dtype)
     ptr, has_bad = indptr.tolist(), (n_nonfinite > 0).tolist()
-    nearest = rounding == "nearest"
-    # The same float64 operations, in the same order, as codes_for (so the same
-    # codes), one gene at a time: the temporaries stay in cache. The lower clip
-    # at 0 is implied: every finite value is >= its gene's lo.
-    with np.errstate(invalid="ignore", over="ignore"):
-        for k in range(w):
-            row = out[k]
-            a, b = ptr[k], ptr[k + 1]
-            if b - a < n_cells:
-                row.fill(zero_code[k])
-            if a == b:
-                continue
-            t, c = t_buf[: b - a], c_buf[: b - a]
-            np.subtract(d32[a:b], lo0[k], out=t, dtype=np.float64)
-            np.multiply(t, scale[k], out=t)
-            if nearest:
-                np.rint(t, out=t)
-            else:
-                np.add(t, _FLOOR_NUDGE, out=t)
-                np.floor(t, out=t)
-            np.minimum(t, top, out=t)
-            np.copyto(c, t, casting="unsafe")
-            if has_bad[k]:
-                c[~finite[a:b]] = marker  # type: ignore[index]
-            if b - a == n_cells:  # every cell stored: canonical indices are 0..n-1
-                row[:] = c
-            else:
-                row[indices[a:b]] = c
+    # One gene at a time, so the float64 temporaries stay in cache.
+    for k in range(w):
+        row = out[k]
+        a, b = ptr[k], ptr[k + 1]
+        if b - a < n_cells:
+            row.fill(zero_code[k])
+        if a == b:
+            continue
+        c = _codes_into(c_buf[: b - a], t_buf[: b - a], d32[a:b], lo0[k], scale[k], bits, rounding)
+        if has_bad[k]:
+            c[~finite[a:b]] = marker  # type: ignore[index]
+        if b - a == n_cells:  # every cell stored: canonical indices are 0..n-1
+            row[:] = c
+        else:
+            row[indices[a:b]] = c
     return BlockPayloads(out, lo, hi, n_nonfinite)
 
 
