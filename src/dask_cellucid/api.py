@@ -374,7 +374,6 @@ def _check_alignment(var: pd.DataFrame, shape: tuple[int, int]) -> None:
     raise InputShapeError(msg)
 
 
-# --- begin: issue 3 (AnnData inputs) ---
 def _check_var_matches(var: pd.DataFrame, own: pd.DataFrame, shape: tuple[int, int]) -> None:
     """A ``var`` passed with an AnnData must describe the AnnData's genes, in order."""
     n_cells, n_genes = shape
@@ -395,7 +394,6 @@ def _check_var_matches(var: pd.DataFrame, own: pd.DataFrame, shape: tuple[int, i
         raise InputShapeError(msg)
 
 
-# --- end: issue 3 ---
 def _n_threads(scheduler: Any, num_workers: int | None) -> int:
     if hasattr(scheduler, "nthreads"):
         try:
@@ -558,10 +556,8 @@ def prepare(
     read_budget = parse_memory(max_memory)
     source = as_source(gene_expression, layer=layer, use_raw=use_raw, max_memory=read_budget)
     var_df = _as_var(var) if var is not None else source.var
-    # --- begin: issue 3 (AnnData inputs): a given var must match the AnnData's own ---
     if var is not None and source.var is not None and var_df is not None:
-        _check_var_matches(var_df, source.var, source.shape)
-    # --- end: issue 3 ---
+        _check_var_matches(var_df, source.var, source.shape)  # a given var must be the AnnData's
     if var_df is None:
         msg = (
             "var is required with a bare matrix: pass var=adata.var (or a list of gene "

@@ -274,11 +274,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
             print("error: give the output folder: dask-cellucid export INPUT OUT", file=sys.stderr)
             return 2
         out = args.out
-        # --- begin: issue 3 (file inputs): check --max-memory before reading anything ---
         from .adapters import parse_memory
 
+        # a bad --max-memory is refused before the input's embedding is read
         args.max_memory = parse_memory(args.max_memory)
-        # --- end: issue 3 ---
         extra = {} if args.embedding in ("", "none") else _embedding_of(args.input, args.embedding)
         result = prepare(
             args.input,
