@@ -96,9 +96,9 @@ def write_block(block: Any, job: BlockJob, target: Target) -> list[GeneEntry]:
 
     The record is written only once every payload of the block is in place.
     """
-    # the sink fsyncs the block's files together, in parallel, before returning
     files, entries = encode_files(block, job, zero_copy=target.is_local)
-    target.write(files)
+    # in place: nothing names these files until the record below; durable on return
+    target.write(files, atomic=False)
     rel, record = journal.block_record(job.fingerprint, job.start, entries)
     target.write({rel: record})
     return entries

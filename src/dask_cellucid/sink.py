@@ -6,8 +6,11 @@ each process that uses it (fsspec caches one instance per process and drops
 the cache after a fork), so forked or spawned workers never share an async
 client.
 
-Every file appears atomically: on a local filesystem it is written under a
-temporary name and renamed; on object storage a single PUT is atomic anyway.
+Documents (manifests, journal records) appear atomically: on a local
+filesystem they are written under a temporary name and renamed; on object
+storage a single PUT is atomic anyway. Payloads, which nothing names until a
+journal record and then the manifest do, are written in place and fsynced
+before the write returns.
 A block's files go out as one bulk write: on an async filesystem (s3fs, gcsfs,
 adlfs) all its PUTs run concurrently on one connection pool, and only the ones
 that failed with a transient error (throttling, 5xx, dropped connections) are
@@ -275,11 +278,22 @@ class Target:
                 if name.startswith(".") and name.endswith(".tmp"):
                     _unlink_quietly(posixpath.join(var, name))
 
-    def write(self, files: Mapping[str, bytes]) -> None:
-        """Write several files, each atomically; one bulk request on object storage.
+    def write(self, files: Mapping[str, Any], *, atomic: bool = True) -> None:
+        """Write several files, durably; one bulk request on object storage.
 
         Transient failures (throttling, server errors, dropped connections) are
         retried per object with exponential backoff.
+
+        Parameters
+        ----------
+        files
+            Bytes (or byte views) by path relative to the root.
+        atomic
+            On a local filesystem, make each file appear whole or not at all
+            (temporary name, then rename). ``False`` writes in place, which
+            saves a rename, an extra open and a directory entry per file: for
+            payloads that nothing names until a later, atomic document does.
+            Either way every file is on disk (fsynced) when this returns.
 
         Raises
         ------
@@ -290,7 +304,8 @@ class Target:
             return
         fs, root = self._fs_root()
         if isinstance(fs, LocalFileSystem):
-            _write_local_durably({posixpath.join(root, rel): data for rel, data in files.items()})
+            local = {posixpath.join(root, rel): data for rel, data in files.items()}
+            (_write_local_atomically if atomic else _write_local_in_place)(local)
             return
         pending = {posixpath.join(root, rel): data for rel, data in files.items()}
         if isinstance(fs, AsyncFileSystem):
@@ -412,38 +427,75 @@ def _describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[:200]}"
 
 
-def _write_local_durably(files: Mapping[str, bytes]) -> None:
+def _write_local_atomically(files: Mapping[str, Any]) -> None:
     """Write files so each appears atomically and is durable once this returns.
 
     Every file is written under a temporary name, all are fsynced, then renamed
     into place, then their directories are fsynced: a crash leaves either the
-    old file or the complete new one, and the manifest (written last through
-    this same path) never names bytes that could still be lost. Batching the
-    fsyncs after all writes costs about a third of an fsync per write, and
-    unlike ``os.sync`` it waits only for our own files.
+    old file or the complete new one.
     """
     staged: list[tuple[str, str]] = []
+    fds: list[int] = []
     try:
         for path, data in files.items():
             tmp = (
                 f"{posixpath.dirname(path)}/.{posixpath.basename(path)}.{uuid.uuid4().hex[:8]}.tmp"
             )
             staged.append((tmp, path))
-            try:
-                f = open(tmp, "wb")  # noqa: SIM115 - closed below
-            except FileNotFoundError:
-                os.makedirs(posixpath.dirname(path), exist_ok=True)
-                f = open(tmp, "wb")  # noqa: SIM115
-            with f:
-                f.write(data)
-        _fsync_all([tmp for tmp, _ in staged])
+            fds.append(_write_new(tmp, data))
+        written, fds = fds, []  # the pool closes them, whatever happens
+        _in_fsync_pool(_fsync_and_close, written)
         for tmp, path in staged:
             os.replace(tmp, path)
     except BaseException:
+        for fd in fds:
+            os.close(fd)
         for tmp, _ in staged:
             _unlink_quietly(tmp)
         raise
     _fsync_all(sorted({posixpath.dirname(path) for _, path in staged}))
+
+
+def _write_local_in_place(files: Mapping[str, Any]) -> None:
+    """Write files under their own names; all are durable once this returns.
+
+    One open, write and fsync per file, the fsyncs from a small pool while the
+    next files are written (measured on M: 0.4 s less per export than the
+    atomic path's temporary name, second open and rename). A crash can leave a
+    partial file, which is harmless here: the caller names these files only
+    after this returns (journal record, then manifest), and a resumed run
+    rewrites any block that has no record.
+    """
+    fds: list[int] = []
+    try:
+        for path, data in files.items():
+            fds.append(_write_new(path, data))
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    _in_fsync_pool(_fsync_and_close, fds)
+    _fsync_all(sorted({posixpath.dirname(path) for path in files}))
+
+
+_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+
+
+def _write_new(path: str, data: Any) -> int:
+    """Create or truncate ``path``, write ``data`` and return the still open descriptor."""
+    try:
+        fd = os.open(path, _WRITE_FLAGS, 0o644)
+    except FileNotFoundError:
+        os.makedirs(posixpath.dirname(path), exist_ok=True)
+        fd = os.open(path, _WRITE_FLAGS, 0o644)
+    try:
+        view = memoryview(data).cast("B")
+        while view:  # os.write may write less than asked
+            view = view[os.write(fd, view) :]
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 # fsyncs in flight at once: the device merges them (measured on this project's
@@ -453,16 +505,32 @@ _fsync_pool: ThreadPoolExecutor | None = None
 _fsync_pool_lock = threading.Lock()
 
 
-def _fsync_all(paths: list[str]) -> None:
+def _in_fsync_pool(fn: Callable[[Any], None], items: list[Any]) -> None:
     global _fsync_pool
-    if len(paths) <= 1:
-        for p in paths:
-            _fsync_path(p)
+    if len(items) <= 1:
+        for item in items:
+            fn(item)
         return
     with _fsync_pool_lock:
         if _fsync_pool is None:
             _fsync_pool = ThreadPoolExecutor(_FSYNC_THREADS, thread_name_prefix="cellucid-fsync")
-    list(_fsync_pool.map(_fsync_path, paths))  # re-raises the first error
+    # every item is handled (each closes its descriptor) before the first error is raised
+    futures = [_fsync_pool.submit(fn, item) for item in items]
+    for future in futures:
+        future.exception()
+    for future in futures:
+        future.result()
+
+
+def _fsync_all(paths: list[str]) -> None:
+    _in_fsync_pool(_fsync_path, paths)
+
+
+def _fsync_and_close(fd: int) -> None:
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_path(path: str) -> None:

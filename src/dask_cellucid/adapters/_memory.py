@@ -118,7 +118,17 @@ def _csc_of_columns(source: _Sliceable, cols: np.ndarray) -> sp.csc_matrix:
 
 
 def _column_slice(csc: sp.csc_matrix, a: int, b: int) -> sp.csc_matrix:
-    return csc[:, a:b]
+    """Columns ``a:b`` of a canonical CSC matrix as views of its arrays (no copy)."""
+    if a == 0 and b == csc.shape[1]:
+        return csc
+    p0, p1 = int(csc.indptr[a]), int(csc.indptr[b])
+    view = sp.csc_matrix(
+        (csc.data[p0:p1], csc.indices[p0:p1], csc.indptr[a : b + 1] - p0),
+        shape=(csc.shape[0], b - a),
+        copy=False,
+    )
+    view.has_canonical_format = True
+    return view
 
 
 @dataclass

@@ -1,0 +1,66 @@
+"""The local sink's two write paths: atomic documents and in-place payloads."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from dask_cellucid.sink import Target
+
+BOTH = pytest.mark.parametrize("atomic", [True, False], ids=["atomic", "in-place"])
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _leftovers(root) -> list[str]:
+    return [p.name for p in root.rglob("*") if p.name.endswith(".tmp")]
+
+
+@BOTH
+def test_overwrite_with_shorter_bytes_leaves_exactly_the_new_bytes(tmp_path, atomic):
+    target = Target.from_url(tmp_path)
+    target.write({"var/a.bin": b"x" * 1000}, atomic=atomic)
+    target.write({"var/a.bin": b"y" * 10}, atomic=atomic)
+    assert (tmp_path / "var" / "a.bin").read_bytes() == b"y" * 10
+
+
+@BOTH
+def test_writes_views_of_wider_dtypes_byte_for_byte(tmp_path, atomic):
+    codes = np.arange(1000, dtype=np.uint16).reshape(10, 100)
+    files = {f"var/{k}.u16": memoryview(codes[k]).cast("B") for k in range(10)}
+    Target.from_url(tmp_path).write(files, atomic=atomic)
+    for k in range(10):
+        assert (tmp_path / "var" / f"{k}.u16").read_bytes() == codes[k].tobytes()
+    assert not _leftovers(tmp_path)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts /proc/self/fd")
+@BOTH
+def test_no_descriptor_or_temporary_file_survives_a_write(tmp_path, atomic):
+    target = Target.from_url(tmp_path)
+    files = {f"var/g{k}.bin": os.urandom(100) for k in range(100)}
+    before = _open_fds()
+    target.write(files, atomic=atomic)
+    assert _open_fds() == before
+    assert not _leftovers(tmp_path)
+    assert {p.name for p in (tmp_path / "var").iterdir()} == {f"g{k}.bin" for k in range(100)}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts /proc/self/fd")
+@BOTH
+def test_a_failing_file_closes_every_descriptor_and_raises(tmp_path, atomic):
+    target = Target.from_url(tmp_path)
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "blocker").write_bytes(b"")  # a file where a folder is needed
+    files = {f"var/g{k}.bin": b"abc" for k in range(50)}
+    files["var/blocker/g.bin"] = b"abc"
+    before = _open_fds()
+    with pytest.raises(OSError):
+        target.write(files, atomic=atomic)
+    assert _open_fds() == before
+    assert not _leftovers(tmp_path)
