@@ -106,6 +106,8 @@ def run_ours(cfg: dict[str, Any]) -> dict[str, Any]:
     import dask_cellucid
 
     X = data.load(_spec(cfg))
+    if cfg.get("csc_input"):
+        X = sp.csc_matrix(X)  # untimed: shows the export without the transposition
     out = Path(cfg["out"])
     kw = {
         "var_quantization": cfg["bits"],

@@ -105,6 +105,7 @@ def test_suite_runs_and_writes_its_table(tmp_path: Path, bench_cache: Path) -> N
         "| **dask-cellucid, default**",
         "| codec limit (auto) |",
         "| I/O floor (same float32 files",
+        "| dask-cellucid, default, CSC input (no transposition) |",
     ):
         assert row in text
     assert "### Targets" in text
@@ -115,6 +116,9 @@ def test_suite_runs_and_writes_its_table(tmp_path: Path, bench_cache: Path) -> N
     ref8 = cases["reference (cellucid 0.9.2)/u8-gzip6"]["output"]
     assert ours8["files"] == ref8["files"] == n_genes + 1
     assert ours8["max_err_steps"] <= 0.5 + 1e-4 < ref8["max_err_steps"] <= 1.0
+    # the same matrix handed over as CSC is the same export
+    csc8 = cases["dask-cellucid, default, CSC input (no transposition)/u8-gzip6"]["output"]
+    assert csc8["bytes"] == ours8["bytes"] and csc8["max_err_steps"] == ours8["max_err_steps"]
     assert cases["dask-cellucid, codec=auto/f32"]["output"]["exact"]
     for c in cases.values():
         run_ = c["runs"][0]

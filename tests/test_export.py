@@ -52,6 +52,21 @@ def test_every_input_kind_gives_the_same_bytes(tmp_path: Path, X, make, bits) ->
     assert_export_equal(tmp_path / "ref", tmp_path / "got")
 
 
+@pytest.mark.parametrize("groups", [1, 2, 5])
+def test_csr_converted_in_groups_of_several_blocks_gives_the_same_bytes(
+    tmp_path: Path, X, monkeypatch, groups
+) -> None:
+    # With more blocks than groups, a group's blocks are views into its CSC arrays
+    # (at offsets other than 0): every one must hold exactly its own columns.
+    from dask_cellucid.adapters import _memory
+
+    monkeypatch.setattr(_memory, "_CSR_GROUPS", groups)
+    opts = dict(var_quantization=8, compression=6)
+    prepare(X.toarray(), GENES, out_dir=tmp_path / "ref", **opts)
+    prepare(sp.csr_matrix(X), GENES, out_dir=tmp_path / "got", genes_per_block=2, **opts)
+    assert_export_equal(tmp_path / "ref", tmp_path / "got")
+
+
 def test_integer_counts_and_float16(tmp_path: Path) -> None:
     counts = np.random.default_rng(0).poisson(0.7, (80, 6)).astype(np.int32)
     for dtype in (np.int32, np.uint16, np.float16):

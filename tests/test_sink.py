@@ -64,3 +64,37 @@ def test_a_failing_file_closes_every_descriptor_and_raises(tmp_path, atomic):
         target.write(files, atomic=atomic)
     assert _open_fds() == before
     assert not _leftovers(tmp_path)
+
+
+@BOTH
+def test_open_descriptors_stay_bounded_whatever_the_block_size(tmp_path, monkeypatch, atomic):
+    # A block can hold thousands of genes: written files wait for their fsync
+    # with at most a fixed number of descriptors open in the process.
+    import threading
+
+    from dask_cellucid import sink
+
+    limit, open_now, most = 3, [0], [0]
+    lock = threading.Lock()
+    write_new, fsync_and_close = sink._write_new, sink._fsync_and_close
+
+    def counting_write(path, data):
+        fd = write_new(path, data)
+        with lock:
+            open_now[0] += 1
+            most[0] = max(most[0], open_now[0])
+        return fd
+
+    def counting_close(fd):
+        with lock:
+            open_now[0] -= 1
+        fsync_and_close(fd)
+
+    monkeypatch.setattr(sink, "_open_slots", threading.BoundedSemaphore(limit))
+    monkeypatch.setattr(sink, "_write_new", counting_write)
+    monkeypatch.setattr(sink, "_fsync_and_close", counting_close)
+    files = {f"var/g{k}.bin": bytes([k]) * 50 for k in range(40)}
+    Target.from_url(tmp_path).write(files, atomic=atomic)
+    assert 1 <= most[0] <= limit
+    for k in range(40):
+        assert (tmp_path / "var" / f"g{k}.bin").read_bytes() == bytes([k]) * 50
