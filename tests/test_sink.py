@@ -98,3 +98,39 @@ def test_open_descriptors_stay_bounded_whatever_the_block_size(tmp_path, monkeyp
     assert 1 <= most[0] <= limit
     for k in range(40):
         assert (tmp_path / "var" / f"g{k}.bin").read_bytes() == bytes([k]) * 50
+
+
+_FORK_SCRIPT = """
+import multiprocessing, sys
+from dask_cellucid.sink import Target
+
+target = Target.from_url(sys.argv[1])
+target.write({f"var/p{k}.bin": b"parent" for k in range(5)}, atomic=False)
+child = multiprocessing.get_context("fork").Process(
+    target=target.write, args=({f"var/c{k}.bin": b"child" for k in range(5)},)
+)
+child.start()
+child.join(30)
+if child.is_alive():
+    child.kill()
+    sys.exit("the forked child hung")
+sys.exit(child.exitcode)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_worker_can_write_after_its_parent_did(tmp_path):
+    # The parent's fsync pool does not survive a fork (its threads stay behind):
+    # a child that used it would wait forever. Run in a fresh interpreter, so the
+    # parent is only this script.
+    import subprocess
+
+    proc = subprocess.run(
+        [sys.executable, "-c", _FORK_SCRIPT, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert all((tmp_path / "var" / f"c{k}.bin").read_bytes() == b"child" for k in range(5))

@@ -474,6 +474,18 @@ _fsync_pool_lock = threading.Lock()
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
 
 
+def _forget_pool_after_fork() -> None:
+    # A forked child inherits the pool object but none of its threads (work sent
+    # to it would wait forever), and maybe a lock held by a parent's thread.
+    global _fsync_pool, _fsync_pool_lock, _open_slots
+    _fsync_pool, _fsync_pool_lock = None, threading.Lock()
+    _open_slots = threading.BoundedSemaphore(_MAX_OPEN)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
 def _pool() -> ThreadPoolExecutor:
     global _fsync_pool
     with _fsync_pool_lock:
