@@ -501,6 +501,7 @@ def _write_and_fsync(items: Iterable[tuple[str, Any]]) -> None:
     so flushing overlaps writing the next files. Raises the first error once
     every descriptor is closed.
     """
+    pool = _pool()
     futures: list[Future[None]] = []
     try:
         for path, data in items:
@@ -511,7 +512,7 @@ def _write_and_fsync(items: Iterable[tuple[str, Any]]) -> None:
                 _open_slots.release()
                 raise
             try:
-                futures.append(_pool().submit(_fsync_and_close, fd))
+                futures.append(pool.submit(_fsync_and_close, fd))
             except BaseException:
                 os.close(fd)
                 _open_slots.release()
