@@ -1,4 +1,4 @@
-"""The local sink's two write paths: atomic documents and in-place payloads."""
+"""The local sink's write paths: atomic documents and in-place payloads."""
 
 from __future__ import annotations
 
@@ -8,9 +8,22 @@ import sys
 import numpy as np
 import pytest
 
+from dask_cellucid import sink
 from dask_cellucid.sink import Target
 
-BOTH = pytest.mark.parametrize("atomic", [True, False], ids=["atomic", "in-place"])
+HAS_SYNCFS = sink._syncfs is not None
+
+
+@pytest.fixture(params=["atomic", "in-place-fsync", "in-place-syncfs"])
+def atomic(request, monkeypatch):
+    """Each local write path: atomic documents; payloads fsynced one by one or by one syncfs."""
+    if request.param == "in-place-syncfs":
+        if not HAS_SYNCFS:
+            pytest.skip("syncfs is Linux only")
+        monkeypatch.setattr(sink, "_SYNCFS_MIN_FILES", 1)
+    elif request.param == "in-place-fsync":
+        monkeypatch.setattr(sink, "_syncfs", None)
+    return request.param == "atomic"
 
 
 def _open_fds() -> int:
@@ -21,7 +34,6 @@ def _leftovers(root) -> list[str]:
     return [p.name for p in root.rglob("*") if p.name.endswith(".tmp")]
 
 
-@BOTH
 def test_overwrite_with_shorter_bytes_leaves_exactly_the_new_bytes(tmp_path, atomic):
     target = Target.from_url(tmp_path)
     target.write({"var/a.bin": b"x" * 1000}, atomic=atomic)
@@ -29,7 +41,6 @@ def test_overwrite_with_shorter_bytes_leaves_exactly_the_new_bytes(tmp_path, ato
     assert (tmp_path / "var" / "a.bin").read_bytes() == b"y" * 10
 
 
-@BOTH
 def test_writes_views_of_wider_dtypes_byte_for_byte(tmp_path, atomic):
     codes = np.arange(1000, dtype=np.uint16).reshape(10, 100)
     files = {f"var/{k}.u16": memoryview(codes[k]).cast("B") for k in range(10)}
@@ -40,7 +51,6 @@ def test_writes_views_of_wider_dtypes_byte_for_byte(tmp_path, atomic):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts /proc/self/fd")
-@BOTH
 def test_no_descriptor_or_temporary_file_survives_a_write(tmp_path, atomic):
     target = Target.from_url(tmp_path)
     files = {f"var/g{k}.bin": os.urandom(100) for k in range(100)}
@@ -52,7 +62,6 @@ def test_no_descriptor_or_temporary_file_survives_a_write(tmp_path, atomic):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts /proc/self/fd")
-@BOTH
 def test_a_failing_file_closes_every_descriptor_and_raises(tmp_path, atomic):
     target = Target.from_url(tmp_path)
     (tmp_path / "var").mkdir()
@@ -66,14 +75,13 @@ def test_a_failing_file_closes_every_descriptor_and_raises(tmp_path, atomic):
     assert not _leftovers(tmp_path)
 
 
-@BOTH
-def test_open_descriptors_stay_bounded_whatever_the_block_size(tmp_path, monkeypatch, atomic):
+@pytest.mark.parametrize("atomic_path", [True, False], ids=["atomic", "in-place-fsync"])
+def test_open_descriptors_stay_bounded_whatever_the_block_size(tmp_path, monkeypatch, atomic_path):
     # A block can hold thousands of genes: written files wait for their fsync
     # with at most a fixed number of descriptors open in the process.
     import threading
 
-    from dask_cellucid import sink
-
+    monkeypatch.setattr(sink, "_syncfs", None)
     limit, open_now, most = 3, [0], [0]
     lock = threading.Lock()
     write_new, fsync_and_close = sink._write_new, sink._fsync_and_close
@@ -94,10 +102,58 @@ def test_open_descriptors_stay_bounded_whatever_the_block_size(tmp_path, monkeyp
     monkeypatch.setattr(sink, "_write_new", counting_write)
     monkeypatch.setattr(sink, "_fsync_and_close", counting_close)
     files = {f"var/g{k}.bin": bytes([k]) * 50 for k in range(40)}
-    Target.from_url(tmp_path).write(files, atomic=atomic)
+    Target.from_url(tmp_path).write(files, atomic=atomic_path)
     assert 1 <= most[0] <= limit
     for k in range(40):
         assert (tmp_path / "var" / f"g{k}.bin").read_bytes() == bytes([k]) * 50
+
+
+@pytest.mark.skipif(not HAS_SYNCFS, reason="syncfs is Linux only")
+def test_a_block_of_payloads_is_flushed_by_one_syncfs_after_every_file_is_closed(
+    tmp_path, monkeypatch
+):
+    calls, fsyncs = [], []
+    real_syncfs, real_fsync = sink._syncfs, os.fsync
+
+    def spy_syncfs(fd):
+        calls.append(_open_fds())
+        return real_syncfs(fd)
+
+    def spy_fsync(fd):
+        fsyncs.append(fd)
+        return real_fsync(fd)
+
+    monkeypatch.setattr(sink, "_syncfs", spy_syncfs)
+    monkeypatch.setattr(os, "fsync", spy_fsync)
+    files = {f"var/g{k}.bin": bytes([k]) * 100 for k in range(2 * sink._SYNCFS_MIN_FILES)}
+    target = Target.from_url(tmp_path)
+    target.prepare()
+    before = _open_fds()
+    target.write(files, atomic=False)
+    # one flush for the block, with only its own directory descriptor open
+    assert calls == [before + 1]
+    assert fsyncs == []
+    assert _open_fds() == before
+    for k in range(len(files)):
+        assert (tmp_path / "var" / f"g{k}.bin").read_bytes() == bytes([k]) * 100
+
+
+@pytest.mark.skipif(not HAS_SYNCFS, reason="syncfs is Linux only")
+def test_a_failed_syncfs_is_an_error_not_a_silent_success(tmp_path, monkeypatch):
+    # Linux reports a write-back error (EIO, a full thin-provisioned disk...) only
+    # through the flush; the block must then not count as written.
+    import ctypes
+    import errno
+
+    def failing_syncfs(fd):
+        ctypes.set_errno(errno.EIO)
+        return -1
+
+    monkeypatch.setattr(sink, "_syncfs", failing_syncfs)
+    files = {f"var/g{k}.bin": b"abc" for k in range(sink._SYNCFS_MIN_FILES)}
+    with pytest.raises(OSError, match="syncfs") as info:
+        Target.from_url(tmp_path).write(files, atomic=False)
+    assert info.value.errno == errno.EIO
 
 
 _FORK_SCRIPT = """

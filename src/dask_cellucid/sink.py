@@ -9,8 +9,9 @@ client.
 Documents (manifests, journal records) appear atomically: on a local
 filesystem they are written under a temporary name and renamed; on object
 storage a single PUT is atomic anyway. Payloads, which nothing names until a
-journal record and then the manifest do, are written in place and fsynced
-before the write returns.
+journal record and then the manifest do, are written in place and flushed
+before the write returns (on Linux by one ``syncfs`` per block, elsewhere by
+an fsync per file).
 A block's files go out as one bulk write: on an async filesystem (s3fs, gcsfs,
 adlfs) all its PUTs run concurrently on one connection pool, and only the ones
 that failed with a transient error (throttling, 5xx, dropped connections) are
@@ -20,6 +21,7 @@ retried, with exponential backoff.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import hashlib
 import logging
@@ -27,6 +29,7 @@ import os
 import posixpath
 import random
 import re
+import sys
 import threading
 import time
 import uuid
@@ -293,7 +296,7 @@ class Target:
             (temporary name, then rename). ``False`` writes in place, which
             saves a rename, an extra open and a directory entry per file: for
             payloads that nothing names until a later, atomic document does.
-            Either way every file is on disk (fsynced) when this returns.
+            Either way every file is on disk (flushed) when this returns.
 
         Raises
         ------
@@ -452,14 +455,65 @@ def _write_local_atomically(files: Mapping[str, Any]) -> None:
 def _write_local_in_place(files: Mapping[str, Any]) -> None:
     """Write files under their own names; all are durable once this returns.
 
-    One open, write and fsync per file (measured on M: 0.4 s less per export
-    than the atomic path's temporary name, second open and rename). A crash can
-    leave a partial file, which is harmless here: the caller names these files
-    only after this returns (journal record, then manifest), and a resumed run
-    rewrites any block that has no record.
+    A crash can leave a partial file, which is harmless here: the caller names
+    these files only after this returns (journal record, then manifest), and a
+    resumed run rewrites any block that has no record.
+
+    On Linux a batch of files is written, closed, then flushed by one
+    ``syncfs`` of their filesystem: one journal commit for the whole block
+    instead of one per file (measured on this project's ext4 disk, 2,000 files
+    of 13 KB on 2 threads: 0.27 s against 0.52 s with per-file fsyncs from a
+    pool, and 0.85 s with fsyncs in line). Elsewhere, or for a few files, each
+    file is fsynced on its own descriptor (no temporary name, second open or
+    rename: 0.4 s less on M than the atomic path).
     """
+    dirs = sorted({posixpath.dirname(path) for path in files})
+    if _syncfs is not None and len(files) >= _SYNCFS_MIN_FILES:
+        for path, data in files.items():
+            os.close(_write_new(path, data))
+        _sync_filesystems(dirs)
+        return
     _write_and_fsync(files.items())
-    _fsync_paths(sorted({posixpath.dirname(path) for path in files}))
+    _fsync_paths(dirs)
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    """Linux's ``syncfs(2)`` from the C library, or None where there is none."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).syncfs  # ctypes releases the GIL in the call
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+    return fn  # type: ignore[no-any-return]
+
+
+_syncfs = _load_syncfs()
+# Below this many files a syncfs (which flushes everything dirty on the
+# filesystem, other programs' writes included) is not worth it.
+_SYNCFS_MIN_FILES = 8
+
+
+def _sync_filesystems(dirs: list[str]) -> None:
+    """``syncfs`` once per filesystem holding ``dirs``; raise if writing back failed.
+
+    Since Linux 5.8 ``syncfs`` reports write-back errors of the filesystem
+    that happened since the descriptor was opened.
+    """
+    done: set[int] = set()
+    for d in dirs:
+        fd = os.open(d, os.O_RDONLY)
+        try:
+            dev = os.fstat(fd).st_dev
+            if dev in done:
+                continue
+            if _syncfs(fd) != 0:  # type: ignore[misc]
+                err = ctypes.get_errno()
+                raise OSError(err, f"syncfs failed: {os.strerror(err)}", d)
+            done.add(dev)
+        finally:
+            os.close(fd)
 
 
 # fsyncs in flight at once: the device merges them (measured on this project's
