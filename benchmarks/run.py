@@ -166,20 +166,19 @@ def _free_space_for_next_case(workdir: Path, kept: list[Path]) -> None:
         os.sync()
 
 
-def file_creation_us(workdir: Path, n: int = 500) -> float:
-    """Microseconds to create (and write 1 byte to) one file in a fresh folder here.
+def file_creation_us(probe: Path, n: int = 500) -> float:
+    """Microseconds to create (and write 1 byte to) one file in the fresh folder ``probe``.
 
-    Context for the I/O rows: on a healthy local disk this is 10 to 30 us.
+    Context for the I/O rows: it depends on the filesystem and on how many
+    files were deleted there in the last minutes. The caller removes ``probe``
+    with the outputs, at the end.
     """
-    probe = workdir / f"probe-{time.time_ns()}"
     probe.mkdir()
     t0 = time.perf_counter()
     for k in range(n):
         with open(probe / f"{k}.bin", "wb") as f:
             f.write(b"x")
-    seconds = time.perf_counter() - t0
-    shutil.rmtree(probe, ignore_errors=True)
-    return seconds / n * 1e6
+    return (time.perf_counter() - t0) / n * 1e6
 
 
 # -- checking an output folder --------------------------------------------------
@@ -584,8 +583,8 @@ def render(
         f"  Load average at start {info['loadavg_start'][0]:.2f}, at end {info['loadavg_end'][0]:.2f}"
         " (the machine was shared: other work ran alongside).",
         f"  Creating one small file in a fresh folder took {info['create_us_start']:.0f} us at"
-        f" start, {info['create_us_end']:.0f} us at end (a healthy local disk: 10 to 30 us);"
-        " every writer here creates 2,001 files per run.",
+        f" start, {info['create_us_end']:.0f} us at end; every writer here creates 2,001"
+        " files per run (why this varies: `benchmarks/README.md`).",
         f"- Versions: numpy {v['numpy']}, scipy {v['scipy']}, dask {v['dask']},",
         f"  deflate (libdeflate) {v['deflate']}, isal {v['isal']}, cellucid {v['cellucid']},",
         f"  dask-cellucid {v['dask-cellucid']}.",
@@ -761,7 +760,8 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / "cases.log"
     info = machine_info(workdir)
-    info["create_us_start"] = file_creation_us(workdir)
+    kept = [workdir / "probe-start"]
+    info["create_us_start"] = file_creation_us(kept[0])
     info["when"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")
 
     print(f"generating/loading data ({spec.name}) ...", flush=True)
@@ -785,7 +785,6 @@ def main(argv: list[str] | None = None) -> int:
     csc = {spec.name: sp.csc_matrix(X)}
     del X
 
-    kept: list[Path] = []
     for rep in range(args.repeats):
         # Scaling points show a trend: one run each is enough.
         for case in [c for c in cases if rep == 0 or c.group == "main"]:
@@ -811,7 +810,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         csc = {spec.name: csc[spec.name]} if spec.name in csc else {}
     info["loadavg_end"] = os.getloadavg()
-    info["create_us_end"] = file_creation_us(workdir)
+    kept.append(workdir / "probe-end")
+    info["create_us_end"] = file_creation_us(kept[-1])
     _remove_outputs(kept)
     seconds = time.perf_counter() - t_start
     report = render(cases, spec, args.size, info, args, stats, seconds)

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import dask
-import dask.array as da
+from dask.delayed import Delayed
+from dask.highlevelgraph import HighLevelGraph
 
 from . import codecs, journal, kernels
 from .types import Encoding, GeneEntry, Plan
@@ -20,7 +20,7 @@ from .types import Encoding, GeneEntry, Plan
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from dask.delayed import Delayed
+    import dask.array as da
 
     from .sink import Target
 
@@ -130,12 +130,14 @@ def block_tasks(
 
     The one place a graph over gene-column blocks is made, for export and
     verification alike; task names start with :data:`TASK_PREFIX` so progress
-    can count them.
+    can count them. The tasks are written as a graph layer directly:
+    ``dask.delayed`` would walk every job's gene ids and paths looking for
+    Dask collections (measured: 2 ms a task, 75 ms serial for M's 38 blocks).
     """
     blocks = x.to_delayed(optimize_graph=True).ravel()
-    return [
-        dask.delayed(fn, pure=False)(
-            blocks[i], job, *args, dask_key_name=f"{TASK_PREFIX}-{name}-{job.start}"
-        )
-        for i, job in jobs
-    ]
+    prefix = f"{TASK_PREFIX}-{name}"
+    layer = {f"{prefix}-{job.start}": (fn, blocks[i].key, job, *args) for i, job in jobs}
+    graph = HighLevelGraph.from_collections(
+        prefix, layer, dependencies=[blocks[i] for i, _ in jobs]
+    )
+    return [Delayed(key, graph, layer=prefix) for key in layer]
