@@ -103,6 +103,33 @@ def test_sparse_path_gives_the_dense_path_bytes(x, zero_frac, seed, bits) -> Non
         np.testing.assert_array_equal(got.n_nonfinite, dense.n_nonfinite)
 
 
+@pytest.mark.parametrize("bits", [8, 16])
+@settings(max_examples=100, deadline=None)
+@given(
+    x=hnp.arrays(np.float32, st.tuples(st.integers(1, 30), st.integers(1, 6)), elements=values),
+    zero_frac=st.floats(0, 1),
+    seed=st.integers(0, 2**16),
+)
+def test_one_row_at_a_time_gives_each_gene_the_block_bytes(x, zero_frac, seed, bits) -> None:
+    rng = np.random.default_rng(seed)
+    x = x.copy()
+    x[rng.random(x.shape) < zero_frac] = 0
+    x[x == 0] = 0
+    whole = kernels.encode_block(sp.csc_matrix(x), bits)
+    streamed = kernels.encode_block(sp.csr_matrix(x), bits, one_row=True)
+    assert streamed.values is None  # the block's codes are never all held
+    buffers = set()
+    got = []
+    for row in streamed.rows():
+        buffers.add(row.__array_interface__["data"][0])
+        got.append(row.tobytes())  # each row is valid until the next is drawn
+    assert got == [r.tobytes() for r in whole.values]
+    assert len(buffers) == 1  # one reused vector of n_cells codes
+    np.testing.assert_array_equal(streamed.lo, whole.lo)
+    np.testing.assert_array_equal(streamed.hi, whole.hi)
+    np.testing.assert_array_equal(streamed.n_nonfinite, whole.n_nonfinite)
+
+
 def test_implicit_zero_widens_bounds() -> None:
     # stored values all positive, but the column also has implicit zeros
     x = sp.csc_matrix(np.array([[0.0], [3.0], [5.0]], dtype=np.float32))

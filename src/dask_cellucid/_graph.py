@@ -62,17 +62,18 @@ def encode_files(
     them, such as a local file): no second copy of the block in memory.
     """
     enc = job.encoding
-    payloads = kernels.encode_block(block, enc.bits, enc.rounding)
-    if payloads.values.shape[0] != len(job.gene_ids):
+    # Compressed payloads are copies anyway: encode one gene at a time into a
+    # reused vector instead of holding the whole block's codes.
+    payloads = kernels.encode_block(block, enc.bits, enc.rounding, one_row=bool(enc.compression))
+    if len(payloads.lo) != len(job.gene_ids):
         msg = (
-            f"block at gene {job.start} has {payloads.values.shape[0]} columns, "
+            f"block at gene {job.start} has {len(payloads.lo)} columns, "
             f"expected {len(job.gene_ids)}"
         )
         raise AssertionError(msg)
     files: dict[str, Any] = {}
     entries: list[GeneEntry] = []
-    for k, path in enumerate(job.paths):
-        row = payloads.values[k]
+    for k, (path, row) in enumerate(zip(job.paths, payloads.rows(), strict=True)):
         if enc.compression:
             data: Any = codecs.gzip_member(row, enc.compression, enc.codec)
         else:

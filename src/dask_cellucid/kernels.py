@@ -15,6 +15,8 @@ import numpy as np
 import scipy.sparse as sp
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
     from .types import Bits, Rounding
 
 # Codes are computed in float64 over at most this many values at a time, so a
@@ -43,16 +45,29 @@ class BlockPayloads:
     values
         ``(n_genes_in_block, n_cells)``, C order: row ``k`` is exactly the
         little-endian payload of the block's ``k``-th gene (codes, or float32).
+        None when the block was encoded one row at a time (``one_row``).
     lo, hi
         Raw bounds over each gene's finite values, float64; NaN if none.
     n_nonfinite
         Count of NaN/+Inf/-Inf cells per gene.
     """
 
-    values: np.ndarray
+    values: np.ndarray | None
     lo: np.ndarray
     hi: np.ndarray
     n_nonfinite: np.ndarray
+    _row_source: Callable[[], Iterator[np.ndarray]] | None = None
+
+    def rows(self) -> Iterator[np.ndarray]:
+        """Each gene's payload in turn.
+
+        For a block encoded ``one_row``, every row is the same buffer,
+        overwritten by the next: use (compress, copy) each before drawing the
+        next.
+        """
+        if self._row_source is not None:
+            return self._row_source()
+        return iter(self.values)  # type: ignore[arg-type]
 
 
 def codes_for(
@@ -151,6 +166,8 @@ def encode_csc(
     n_cells: int,
     bits: Bits | None,
     rounding: Rounding = "nearest",
+    *,
+    one_row: bool = False,
 ) -> BlockPayloads:
     """Encode a canonical CSC block (sorted, no duplicate entries) without densifying it.
 
@@ -161,6 +178,11 @@ def encode_csc(
     Bounds are found for the whole block at once; codes are computed gene by
     gene, so the float64 temporaries stay the size of one gene's stored values
     (cache-resident) and a fully stored gene is copied instead of scattered.
+
+    With ``one_row`` (quantized output only), ``values`` is not filled: the
+    result's :attr:`BlockPayloads.rows` writes each gene's codes into one
+    reused vector of ``n_cells`` codes, so a block never holds all its genes'
+    codes at once (see :func:`encode_block`).
     """
     w = len(indptr) - 1
     indptr = np.asarray(indptr, dtype=np.int64)
@@ -202,37 +224,64 @@ def encode_csc(
     scale = _scales(lo, hi, bits)
     lo0 = np.nan_to_num(lo)
     zero_code = codes_for(np.zeros(w), lo0, scale, bits, rounding).tolist()
-    out = np.empty((w, n_cells), code_dtype(bits))
-    marker = max_code(bits) + 1
-    size = int(counts.max(initial=0))
-    t_buf, c_buf = np.empty(size, np.float64), np.empty(size, out.dtype)
-    ptr, has_bad = indptr.tolist(), (n_nonfinite > 0).tolist()
-    # One gene at a time, so the float64 temporaries stay in cache.
-    for k in range(w):
-        row = out[k]
-        a, b = ptr[k], ptr[k + 1]
-        if b - a < n_cells:
-            row.fill(zero_code[k])
-        if a == b:
-            continue
-        c = _codes_into(c_buf[: b - a], t_buf[: b - a], d32[a:b], lo0[k], scale[k], bits, rounding)
-        if has_bad[k]:
-            c[~finite[a:b]] = marker  # type: ignore[index]
-        if b - a == n_cells:  # every cell stored: canonical indices are 0..n-1
-            row[:] = c
-        else:
-            row[indices[a:b]] = c
+    dtype = code_dtype(bits)
+
+    def code_rows(out: np.ndarray) -> Iterator[np.ndarray]:
+        """Each gene's codes in turn, in ``out[k]`` (2-D) or in ``out`` itself (1-D)."""
+        marker = max_code(bits) + 1
+        size = int(counts.max(initial=0))
+        t_buf, c_buf = np.empty(size, np.float64), np.empty(size, dtype)
+        ptr, has_bad = indptr.tolist(), (n_nonfinite > 0).tolist()
+        # One gene at a time, so the float64 temporaries stay in cache.
+        for k in range(w):
+            row = out[k] if out.ndim == 2 else out
+            a, b = ptr[k], ptr[k + 1]
+            if b - a < n_cells:
+                row.fill(zero_code[k])
+            if a < b:
+                c = _codes_into(
+                    c_buf[: b - a], t_buf[: b - a], d32[a:b], lo0[k], scale[k], bits, rounding
+                )
+                if has_bad[k]:
+                    c[~finite[a:b]] = marker  # type: ignore[index]
+                if b - a == n_cells:  # every cell stored: canonical indices are 0..n-1
+                    row[:] = c
+                else:
+                    row[indices[a:b]] = c
+            yield row
+
+    if one_row:
+        return BlockPayloads(None, lo, hi, n_nonfinite, lambda: code_rows(np.empty(n_cells, dtype)))
+    out = np.empty((w, n_cells), dtype)
+    for _ in code_rows(out):
+        pass
     return BlockPayloads(out, lo, hi, n_nonfinite)
 
 
-def encode_block(block: Any, bits: Bits | None, rounding: Rounding = "nearest") -> BlockPayloads:
-    """Encode one ``(n_cells, w)`` block, dense or any scipy.sparse format."""
+def encode_block(
+    block: Any, bits: Bits | None, rounding: Rounding = "nearest", *, one_row: bool = False
+) -> BlockPayloads:
+    """Encode one ``(n_cells, w)`` block, dense or any scipy.sparse format.
+
+    ``one_row`` lets a sparse block with quantized output be encoded one gene
+    at a time into a single reused vector (:meth:`BlockPayloads.rows`): for a
+    caller that compresses each payload as it comes, the block's codes are
+    never all in memory (5 MiB per block task on 100,000 cells x 53 genes).
+    """
     if sp.issparse(block):
         csc = sp.csc_matrix(block)  # copies only if not already CSC
         if not csc.has_canonical_format:
             csc = csc.copy()
             csc.sum_duplicates()
-        return encode_csc(csc.data, csc.indices, csc.indptr, csc.shape[0], bits, rounding)
+        return encode_csc(
+            csc.data,
+            csc.indices,
+            csc.indptr,
+            csc.shape[0],
+            bits,
+            rounding,
+            one_row=one_row and bits is not None,
+        )
     return encode_dense(np.asarray(block), bits, rounding)
 
 

@@ -102,10 +102,12 @@ class ScipySource(Source):
 
 
 # CSR inputs are converted in at most this many column groups, each a pass over
-# the stored values run in parallel by the tasks. On the benchmark's M dataset
-# (100k x 2k, 8 %), 32 groups kept peak RSS at 321-328 MiB against 366-377 MiB
-# with 8 or 16 groups, for the same time.
-_CSR_GROUPS = 32
+# the stored values run in parallel by the tasks: a group holds about 1/10 of
+# the matrix (two or three at a time), against a whole second copy for one
+# tocsc(). On the benchmark's M dataset (100k x 2k, 8 %, 38 blocks), medians
+# of 4 runs: 19 groups 2.51 s and 288 MiB peak RSS, 10 groups 2.26 s and
+# 324 MiB (the reference writer: 344 MiB), 7 groups 2.19 s and 343 MiB.
+_CSR_GROUPS = 10
 
 
 def _csc_of_columns(source: _Sliceable, cols: np.ndarray) -> sp.csc_matrix:
