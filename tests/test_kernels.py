@@ -82,39 +82,38 @@ def test_floor_is_never_above_and_within_one_step(x: np.ndarray, bits: int) -> N
         assert (v - decoded[finite] < step + slack).all()
 
 
+@st.composite
+def sparse_like_blocks(draw: st.DrawFn) -> np.ndarray:
+    """Small float blocks with a random share of zeros (implicit in sparse form)."""
+    shape = st.tuples(st.integers(1, 30), st.integers(1, 6))
+    x = draw(hnp.arrays(np.float32, shape, elements=values)).copy()
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    x[rng.random(x.shape) < draw(st.floats(0, 1))] = 0  # zeros inside and outside the bounds
+    x[x == 0] = 0  # -0.0 has no sparse form: scipy drops it like any zero
+    return x
+
+
+def _assert_same_bounds(got: kernels.BlockPayloads, want: kernels.BlockPayloads) -> None:
+    np.testing.assert_array_equal(got.lo, want.lo)
+    np.testing.assert_array_equal(got.hi, want.hi)
+    np.testing.assert_array_equal(got.n_nonfinite, want.n_nonfinite)
+
+
 @pytest.mark.parametrize("bits", [None, 8, 16])
 @settings(max_examples=150, deadline=None)
-@given(
-    x=hnp.arrays(np.float32, st.tuples(st.integers(1, 30), st.integers(1, 5)), elements=values),
-    zero_frac=st.floats(0, 1),
-    seed=st.integers(0, 2**16),
-)
-def test_sparse_path_gives_the_dense_path_bytes(x, zero_frac, seed, bits) -> None:
-    rng = np.random.default_rng(seed)
-    x = x.copy()
-    x[rng.random(x.shape) < zero_frac] = 0  # implicit zeros inside and outside the bounds
-    x[x == 0] = 0  # -0.0 has no sparse form: scipy drops it like any zero
+@given(x=sparse_like_blocks())
+def test_sparse_path_gives_the_dense_path_bytes(x, bits) -> None:
     dense = kernels.encode_dense(x, bits)
     for fmt in ("csr", "csc", "coo"):
         got = kernels.encode_block(sp.coo_matrix(x).asformat(fmt), bits)
         assert got.values.tobytes() == dense.values.tobytes()
-        np.testing.assert_array_equal(got.lo, dense.lo)
-        np.testing.assert_array_equal(got.hi, dense.hi)
-        np.testing.assert_array_equal(got.n_nonfinite, dense.n_nonfinite)
+        _assert_same_bounds(got, dense)
 
 
 @pytest.mark.parametrize("bits", [8, 16])
 @settings(max_examples=100, deadline=None)
-@given(
-    x=hnp.arrays(np.float32, st.tuples(st.integers(1, 30), st.integers(1, 6)), elements=values),
-    zero_frac=st.floats(0, 1),
-    seed=st.integers(0, 2**16),
-)
-def test_one_row_at_a_time_gives_each_gene_the_block_bytes(x, zero_frac, seed, bits) -> None:
-    rng = np.random.default_rng(seed)
-    x = x.copy()
-    x[rng.random(x.shape) < zero_frac] = 0
-    x[x == 0] = 0
+@given(x=sparse_like_blocks())
+def test_one_row_at_a_time_gives_each_gene_the_block_bytes(x, bits) -> None:
     whole = kernels.encode_block(sp.csc_matrix(x), bits)
     streamed = kernels.encode_block(sp.csr_matrix(x), bits, one_row=True)
     assert streamed.values is None  # the block's codes are never all held
@@ -125,9 +124,7 @@ def test_one_row_at_a_time_gives_each_gene_the_block_bytes(x, zero_frac, seed, b
         got.append(row.tobytes())  # each row is valid until the next is drawn
     assert got == [r.tobytes() for r in whole.values]
     assert len(buffers) == 1  # one reused vector of n_cells codes
-    np.testing.assert_array_equal(streamed.lo, whole.lo)
-    np.testing.assert_array_equal(streamed.hi, whole.hi)
-    np.testing.assert_array_equal(streamed.n_nonfinite, whole.n_nonfinite)
+    _assert_same_bounds(streamed, whole)
 
 
 def test_implicit_zero_widens_bounds() -> None:
