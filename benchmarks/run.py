@@ -148,7 +148,7 @@ def run_case(case: Case, out: Path, log: Path) -> dict[str, Any]:
 # Outputs are kept until the end of the run (or until the disk runs short):
 # deleting thousands of files just before the next case creates its own can make
 # file creation itself slower (ext4 without a journal skips recently freed
-# inodes one by one; measured here: 50 to 250 us per file after heavy churn),
+# inodes one by one; measured here: 85 to 290 us per file after heavy churn),
 # charging one writer for another's clean-up.
 _MIN_FREE = 8 << 30
 
@@ -662,8 +662,8 @@ METHOD = """## Method
 - **dask-cellucid**: `dask_cellucid.prepare(X, var, out_dir, var_quantization,
   compression, codec, scheduler="threads", num_workers=threads)`, the whole call
   timed: planning, the block tasks (each converts its columns of the CSR
-  input to CSC, quantizes, compresses, writes its files and fsyncs them), the
-  manifest. Rounding is the default, to the nearest code. "CSC input" is the
+  input to CSC, quantizes, compresses, writes its files and flushes them to
+  disk), the manifest. Rounding is the default, to the nearest code. "CSC input" is the
   same call given the matrix already in CSC form (converted untimed, so its
   peak RSS is not comparable and not shown): it shows what the CSR-to-CSC
   transposition costs, which the reference pays too.
