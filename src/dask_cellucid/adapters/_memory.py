@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from dataclasses import dataclass
 from functools import singledispatch
@@ -79,20 +80,34 @@ class ScipySource(Source):
                 csc = csc[:, cols]
             csc.sum_duplicates()
             return _column_chunks(csc, block_sizes, meta)
-        # CSR: a column slice costs a pass over every stored value, and a whole
-        # CSC copy doubles the matrix in memory and converts it serially before
-        # the first task. So the tasks convert it in a few column groups: each
-        # group is one pass and one CSC conversion, its blocks are cheap slices.
+        # CSR: a whole tocsc() would hold a second copy of the matrix and run
+        # serially before the first task, so the tasks convert it in a few
+        # column groups instead; a group's blocks are views of its CSC arrays.
         source = dask.delayed(_Sliceable(x), name=f"cellucid-input-{uuid.uuid4().hex}")
         starts = np.concatenate([[0], np.cumsum(block_sizes)]).astype(int)
         n_blocks = len(block_sizes)
         per_group = -(-n_blocks // min(n_blocks, _CSR_GROUPS))
+        group_starts = list(range(0, n_blocks, per_group))
+        spans = [(starts[g0], starts[min(g0 + per_group, n_blocks)]) for g0 in group_starts]
+        if _row_table_applies(x, cols):
+            # Sorted rows: one shared pass finds where every row enters every
+            # group, so a group costs only its own entries (not a full pass).
+            bounds = [int(cols[a]) for a, _ in spans] + [int(cols[-1]) + 1]
+            table = [
+                dask.delayed(_row_starts, pure=False)(source, r0, r1, bounds)
+                for r0, r1 in _row_ranges(x.indptr)
+            ]
+            groups = [
+                dask.delayed(_csc_of_group, pure=False)(source, table, g, cols[a:b])
+                for g, (a, b) in enumerate(spans)
+            ]
+        else:
+            groups = [
+                dask.delayed(_csc_of_columns, pure=False)(source, cols[a:b]) for a, b in spans
+            ]
         pieces = []
-        for g0 in range(0, n_blocks, per_group):
-            g1 = min(g0 + per_group, n_blocks)
-            a = starts[g0]
-            group = dask.delayed(_csc_of_columns, pure=False)(source, cols[a : starts[g1]])
-            for k in range(g0, g1):
+        for group, g0, (a, _) in zip(groups, group_starts, spans, strict=True):
+            for k in range(g0, min(g0 + per_group, n_blocks)):
                 block = dask.delayed(_column_slice, pure=False)(
                     group, starts[k] - a, starts[k + 1] - a
                 )
@@ -101,17 +116,97 @@ class ScipySource(Source):
         return da.concatenate(pieces, axis=1)
 
 
-# CSR inputs are converted in at most this many column groups, each a pass over
-# the stored values run in parallel by the tasks: a group holds about 1/10 of
-# the matrix (two or three at a time), against a whole second copy for one
-# tocsc(). On the benchmark's M dataset (100k x 2k, 8 %, 38 blocks), medians
-# of 4 runs: 19 groups 2.51 s and 288 MiB peak RSS, 10 groups 2.26 s and
-# 324 MiB (the reference writer: 344 MiB), 7 groups 2.19 s and 343 MiB.
-_CSR_GROUPS = 10
+# CSR inputs are converted in at most this many column groups, in parallel by
+# the tasks: a group holds about 1/20 of the matrix (a few at a time), against
+# a whole second copy for one tocsc(). With the row-start table a group costs
+# its own entries, not a pass over the matrix. On the benchmark's M dataset
+# (100k x 2k, 8 %, 38 blocks), medians of 4 interleaved runs: 10 groups 2.03 s
+# and 316 MiB peak RSS, 19 groups 2.01 s and 295 MiB, 38 groups 2.13 s and 291
+# MiB (the table grows with the groups); the reference writer peaks at 344 MiB.
+_CSR_GROUPS = 20
+# Stored values per task of the row-start table, and per step inside one.
+_TABLE_PART_VALUES = 1 << 22
+_TABLE_STEP_VALUES = 1 << 20
+
+
+def _row_table_applies(x: sp.csr_matrix, cols: np.ndarray) -> bool:
+    """Whether :func:`_csc_of_group` can serve ``x``: sorted rows, increasing
+    columns, and int32 positions (its row table must share the indices' dtype)."""
+    return (
+        x.indices.dtype == np.int32
+        and x.nnz < np.iinfo(np.int32).max
+        and bool(np.all(np.diff(cols) > 0))
+        and bool(x.has_sorted_indices)  # scipy checks once and caches the answer
+    )
+
+
+def _row_ranges(indptr: np.ndarray) -> list[tuple[int, int]]:
+    """Row ranges of about :data:`_TABLE_PART_VALUES` stored values each."""
+    n_rows, nnz = len(indptr) - 1, int(indptr[-1])
+    n_parts = max(1, min(n_rows, -(-nnz // _TABLE_PART_VALUES)))
+    edges = np.searchsorted(indptr, np.linspace(0, nnz, n_parts + 1)[1:-1])
+    edges = np.unique(np.concatenate([[0], np.clip(edges, 0, n_rows), [n_rows]]))
+    return [(int(a), int(b)) for a, b in itertools.pairwise(edges)]
+
+
+def _row_starts(
+    source: _Sliceable,
+    r0: int,
+    r1: int,
+    bounds: Sequence[int],
+    step_values: int = _TABLE_STEP_VALUES,
+) -> np.ndarray:
+    """``out[r, g]``: the position of row ``r0 + r``'s first stored column ``>= bounds[g]``.
+
+    Rows must be sorted. Each row's (row, column) keys are sorted, so one
+    ``searchsorted`` over a step of rows answers every row and bound at once.
+    """
+    x = source._x
+    indptr, indices, n_cols = x.indptr, x.indices, x.shape[1]
+    out = np.empty((r1 - r0, len(bounds)), np.int32)
+    avg = max(1, int(indptr[r1] - indptr[r0]) // max(1, r1 - r0))
+    step = max(1, step_values // avg)
+    key_dtype = np.int32 if (step + 1) * (n_cols + 1) < np.iinfo(np.int32).max else np.int64
+    b = np.asarray(bounds, key_dtype)
+    for s0 in range(r0, r1, step):
+        s1 = min(r1, s0 + step)
+        p0, p1 = int(indptr[s0]), int(indptr[s1])
+        base = np.arange(s1 - s0, dtype=key_dtype) * key_dtype(n_cols + 1)
+        key = np.repeat(base, np.diff(indptr[s0 : s1 + 1]))
+        key += indices[p0:p1]
+        queries = base[:, None] + b[None, :]
+        out[s0 - r0 : s1 - r0] = np.searchsorted(key, queries.ravel()).reshape(queries.shape)
+        out[s0 - r0 : s1 - r0] += p0
+    return out
+
+
+def _csc_of_group(
+    source: _Sliceable, table: list[np.ndarray], g: int, cols: np.ndarray
+) -> sp.csc_matrix:
+    """Columns ``cols`` (the ``g``-th group) of a CSR matrix with sorted rows, as canonical CSC.
+
+    Row ``r``'s entries in the group are ``[table[r, g], table[r, g + 1])``.
+    Interleaved with the gaps between them, these ranges form a valid
+    ``indptr`` over the matrix's own arrays, so a strided row slice copies out
+    exactly the group's entries: work in proportion to the group, not the matrix.
+    """
+    x = source._x
+    n = x.shape[0]
+    starts = np.concatenate([part[:, g] for part in table])
+    ends = np.concatenate([part[:, g + 1] for part in table])
+    indptr = np.empty(2 * n + 2, np.int32)
+    indptr[0], indptr[-1] = 0, x.nnz
+    indptr[1:-1:2], indptr[2:-1:2] = starts, ends
+    ranges = sp.csr_matrix((x.data, x.indices, indptr), shape=(2 * n + 1, x.shape[1]))
+    csc = sp.csc_matrix(ranges[1::2])
+    csc.sum_duplicates()
+    a, b = int(cols[0]), int(cols[-1]) + 1
+    csc = _column_slice(csc, a, b)
+    return csc if b - a == len(cols) else sp.csc_matrix(csc[:, cols - a])
 
 
 def _csc_of_columns(source: _Sliceable, cols: np.ndarray) -> sp.csc_matrix:
-    """Columns ``cols`` of a CSR matrix as canonical CSC (one pass, one conversion)."""
+    """Columns ``cols`` of any CSR matrix as canonical CSC (a pass over every stored value)."""
     a, b = int(cols[0]), int(cols[-1]) + 1
     key = slice(a, b) if b - a == len(cols) and (np.diff(cols) == 1).all() else cols
     csc = sp.csc_matrix(source[:, key])
