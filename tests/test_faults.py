@@ -122,3 +122,38 @@ def test_persistent_errors_fail_the_export_without_a_manifest_then_it_resumes(
     assert len(payload_puts) == N_GENES - 3 * PER_BLOCK
     prepare(X, out_dir=tmp_path / "local", **ARGS)
     assert bucket.objects("out") == export_files(tmp_path / "local")
+
+
+@pytest.mark.skipif(sink._syncfs is None, reason="the background flush needs syncfs")
+def test_a_write_back_error_fails_the_export_without_a_manifest_then_it_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The disk reports the error on the background flush, after the block tasks
+    # returned: the export must still fail before naming anything, with no
+    # journal record of a block whose flush failed.
+    import ctypes
+    import errno
+
+    X = random_matrix(N_CELLS, N_GENES, seed=22).toarray()
+    real_syncfs, flushes = sink._syncfs, []
+
+    def failing_syncfs(fd: int) -> int:
+        flushes.append(fd)
+        ctypes.set_errno(errno.EIO)
+        return -1
+
+    monkeypatch.setattr(sink, "_SYNCFS_MIN_FILES", 1)
+    monkeypatch.setattr(sink, "_syncfs", failing_syncfs)
+    out = tmp_path / "out"
+    with pytest.raises(OSError, match="syncfs") as info:
+        prepare(X, out_dir=out, scheduler="threads", num_workers=2, **ARGS)
+    assert info.value.errno == errno.EIO and flushes
+    assert not (out / "var_manifest.json").exists()
+    assert not list((out / ".dask-cellucid" / "blocks").glob("*.json"))
+    assert (out / ".dask-cellucid" / "export.json").exists()  # the journal itself was begun
+
+    monkeypatch.setattr(sink, "_syncfs", real_syncfs)
+    result = prepare(X, out_dir=out, scheduler="threads", num_workers=2, **ARGS)
+    assert result.n_genes_written == N_GENES
+    prepare(X, out_dir=tmp_path / "fresh", scheduler="threads", **ARGS)
+    assert export_files(out) == export_files(tmp_path / "fresh")

@@ -160,11 +160,23 @@ _FORK_SCRIPT = """
 import multiprocessing, sys
 from dask_cellucid.sink import Target
 
+from dask_cellucid import sink
+
 target = Target.from_url(sys.argv[1])
 target.write({f"var/p{k}.bin": b"parent" for k in range(5)}, atomic=False)
-child = multiprocessing.get_context("fork").Process(
-    target=target.write, args=({f"var/c{k}.bin": b"child" for k in range(5)},)
-)
+# and the background flush thread, where there is one
+sink._SYNCFS_MIN_FILES = 1
+target.write_payloads({"var/q.bin": b"parent"}, lambda: None, flush_group="parent")
+sink.await_flushes("parent")
+
+
+def child_writes():
+    target.write({f"var/c{k}.bin": b"child" for k in range(5)})
+    target.write_payloads({"var/d.bin": b"child"}, lambda: None, flush_group="child")
+    sink.await_flushes("child")
+
+
+child = multiprocessing.get_context("fork").Process(target=child_writes)
 child.start()
 child.join(30)
 if child.is_alive():
@@ -176,8 +188,8 @@ sys.exit(child.exitcode)
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_forked_worker_can_write_after_its_parent_did(tmp_path):
-    # The parent's fsync pool does not survive a fork (its threads stay behind):
-    # a child that used it would wait forever. Run in a fresh interpreter, so the
+    # The parent's fsync pool and flush thread do not survive a fork (their
+    # threads stay behind): a child that used them would wait forever. Run in a fresh interpreter, so the
     # parent is only this script.
     import subprocess
 
@@ -190,3 +202,63 @@ def test_a_forked_worker_can_write_after_its_parent_did(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert all((tmp_path / "var" / f"c{k}.bin").read_bytes() == b"child" for k in range(5))
+    assert (tmp_path / "var" / "d.bin").read_bytes() == b"child"
+
+
+@pytest.mark.skipif(not HAS_SYNCFS, reason="the background flush needs syncfs")
+def test_what_follows_a_background_flush_runs_only_after_it(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    events, real_syncfs = [], sink._syncfs
+    gate = threading.Event()
+
+    def slow_syncfs(fd):
+        events.append("flush-start")
+        gate.wait(10)  # the caller has long returned by now
+        events.append("flush-end")
+        return real_syncfs(fd)
+
+    monkeypatch.setattr(sink, "_syncfs", slow_syncfs)
+    target = Target.from_url(tmp_path)
+    target.prepare()
+    files = {f"var/g{k}.bin": bytes([k]) * 10 for k in range(sink._SYNCFS_MIN_FILES)}
+    target.write_payloads(files, lambda: events.append("record"), flush_group="a")
+    events.append("returned")  # before the flush is done: the task goes on
+    time.sleep(0.05)
+    assert "record" not in events
+    gate.set()
+    sink.await_flushes("a")
+    assert events.index("flush-end") < events.index("record")
+    assert events.index("returned") < events.index("flush-end")
+    assert all((tmp_path / "var" / f"g{k}.bin").read_bytes() == bytes([k]) * 10 for k in range(8))
+
+
+@pytest.mark.skipif(not HAS_SYNCFS, reason="the background flush needs syncfs")
+def test_a_failed_background_flush_is_raised_to_its_own_export_only(tmp_path, monkeypatch):
+    import ctypes
+    import errno
+
+    real_syncfs, fail = sink._syncfs, [True]
+
+    def syncfs(fd):
+        if fail[0]:
+            ctypes.set_errno(errno.EIO)
+            return -1
+        return real_syncfs(fd)
+
+    monkeypatch.setattr(sink, "_syncfs", syncfs)
+    target = Target.from_url(tmp_path)
+    target.prepare()
+    files = {f"var/g{k}.bin": b"abc" for k in range(sink._SYNCFS_MIN_FILES)}
+    records = []
+    target.write_payloads(files, lambda: records.append("bad"), flush_group="bad")
+    with pytest.raises(OSError, match="syncfs") as info:
+        sink.await_flushes("bad")
+    assert info.value.errno == errno.EIO
+    assert records == []  # nothing may name payloads that did not reach the disk
+    fail[0] = False
+    target.write_payloads(files, lambda: records.append("good"), flush_group="good")
+    sink.await_flushes("good")  # another export's flushes are not poisoned
+    sink.await_flushes("bad")  # and the error was reported once
+    assert records == ["good"]

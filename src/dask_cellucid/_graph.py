@@ -92,24 +92,35 @@ def encode_files(
     return files, entries
 
 
-def write_block(block: Any, job: BlockJob, target: Target) -> list[GeneEntry]:
+def write_block(
+    block: Any, job: BlockJob, target: Target, flush_group: str | None = None
+) -> list[GeneEntry]:
     """The block task: encode, write payloads, then the journal record.
 
-    The record is written only once every payload of the block is in place.
+    The record is written only once every payload of the block is durable. With
+    a ``flush_group`` that may happen after the task returns (on the process's
+    background flush thread): the caller must :func:`~dask_cellucid.sink.await_flushes`
+    before naming the payloads in a manifest.
     """
     files, entries = encode_files(block, job, zero_copy=target.is_local)
-    # in place: nothing names these files until the record below; durable on return
-    target.write(files, atomic=False)
     rel, record = journal.block_record(job.fingerprint, job.start, entries)
-    target.write({rel: record})
+    # in place: nothing names these files until the record
+    target.write_payloads(files, lambda: target.write({rel: record}), flush_group=flush_group)
     return entries
 
 
-def build(x: da.Array, plan: Plan, target: Target, skip: Sequence[int] = ()) -> list[Delayed]:
+def build(
+    x: da.Array,
+    plan: Plan,
+    target: Target,
+    skip: Sequence[int] = (),
+    *,
+    flush_group: str | None = None,
+) -> list[Delayed]:
     """One delayed task per block still to write; ``x`` is already chunked by block.
 
     Blocks listed in ``skip`` (already written by an earlier run) get no task;
-    Dask culls their reads from the graph.
+    Dask culls their reads from the graph. ``flush_group``: see :func:`write_block`.
     """
     expected = ((plan.n_cells,), plan.block_sizes)
     if x.chunks != expected:
@@ -117,7 +128,7 @@ def build(x: da.Array, plan: Plan, target: Target, skip: Sequence[int] = ()) -> 
         raise AssertionError(msg)
     skipped = set(skip)
     jobs = [(i, job) for i, job in enumerate(block_jobs(plan)) if i not in skipped]
-    return block_tasks(x, write_block, jobs, target, name=plan.fingerprint()[:8])
+    return block_tasks(x, write_block, jobs, target, flush_group, name=plan.fingerprint()[:8])
 
 
 def block_tasks(

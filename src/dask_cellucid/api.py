@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import time
+import uuid
 import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
-from . import _graph, _progress, _scheduler, codecs, dataset, journal, manifest
+from . import _graph, _progress, _scheduler, codecs, dataset, journal, manifest, sink
 from . import plan as planning
 from .adapters import Source, as_source, parse_memory
 from .errors import (
@@ -124,8 +126,8 @@ class Export:
             entries, n_done = self._write_payloads(local, client, threads, progress=progress)
         _warn_about(entries)
 
-        # Every payload is in place and durable (each block task's write returns
-        # only then) before the manifest names it.
+        # Every payload is in place and durable (_write_payloads waited for the
+        # flushes) before the manifest names it.
         doc = manifest.build(plan, entries)
         files = {}
         if self.embeddings:
@@ -180,7 +182,12 @@ class Export:
             if all(p in done for p in range(s, s + n))
         ]
         x = self.source.column_blocks(plan.source_columns, plan.block_sizes)
-        tasks = _graph.build(x, plan, target, skip=skip)
+        # Tasks may leave their flush (and journal record) to a background
+        # thread of their process where this run can wait for it afterwards:
+        # in this process, or on every worker of a cluster (not in a pool of
+        # processes that is gone once the tasks are done).
+        flush_group = None if local == "processes" else f"export-{uuid.uuid4().hex}"
+        tasks = _graph.build(x, plan, target, skip=skip, flush_group=flush_group)
         n_done = sum(plan.block_sizes[i] for i in skip)
         log.info(
             "exporting %d genes x %d cells in %d block tasks to %r%s",
@@ -190,15 +197,23 @@ class Export:
             target,
             f" ({n_done} genes already written)" if n_done else "",
         )
-        results = _progress.run(
-            tasks,
-            n_genes=plan.n_genes,
-            initial=n_done,
-            scheduler=local,
-            client=client,
-            num_workers=threads,
-            progress=progress,
-        )
+        try:
+            results = _progress.run(
+                tasks,
+                n_genes=plan.n_genes,
+                initial=n_done,
+                scheduler=local,
+                client=client,
+                num_workers=threads,
+                progress=progress,
+            )
+        except BaseException:
+            # a retry may start at once: let no record of this run land after it
+            with contextlib.suppress(Exception):
+                _await_flushes(client, flush_group)
+            raise
+        # every payload durable and every journal record written before the manifest
+        _await_flushes(client, flush_group)
         entries = [e for part in results for e in part]
         for i in skip:
             s, n = plan.block_starts[i], plan.block_sizes[i]
@@ -264,6 +279,16 @@ class Export:
             journal.clear(target)
             target.remove_tree(VAR_DIR)
         return {}
+
+
+def _await_flushes(client: Any, flush_group: str | None) -> None:
+    """Wait for the background flushes of ``flush_group`` here, or on every worker."""
+    if flush_group is None:
+        return
+    if client is None:
+        sink.await_flushes(flush_group)
+    else:
+        client.run(sink.await_flushes, flush_group)
 
 
 def _warn_about(entries: Sequence[GeneEntry]) -> None:

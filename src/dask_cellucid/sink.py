@@ -9,9 +9,11 @@ client.
 Documents (manifests, journal records) appear atomically: on a local
 filesystem they are written under a temporary name and renamed; on object
 storage a single PUT is atomic anyway. Payloads, which nothing names until a
-journal record and then the manifest do, are written in place and flushed
-before the write returns (on Linux by one ``syncfs`` per block, elsewhere by
-an fsync per file).
+journal record and then the manifest do, are written in place and flushed: on
+Linux by one ``syncfs`` per block, which an export leaves to a background
+thread so that the disk's wait overlaps encoding (the journal record follows
+the flush there, and the export waits for every flush before its manifest);
+elsewhere by an fsync per file before the write returns.
 A block's files go out as one bulk write: on an async filesystem (s3fs, gcsfs,
 adlfs) all its PUTs run concurrently on one connection pool, and only the ones
 that failed with a transient error (throttling, 5xx, dropped connections) are
@@ -331,6 +333,37 @@ class Target:
 
         _write_with_retries(put, pending, where=self.display_url)
 
+    def write_payloads(
+        self,
+        files: Mapping[str, Any],
+        then: Callable[[], None],
+        *,
+        flush_group: str | None = None,
+    ) -> None:
+        """Write payloads in place, make them durable, then call ``then``.
+
+        ``then`` (a block's journal record) must only run once the payloads
+        are on disk. With a ``flush_group``, on a local Linux filesystem, the
+        flush and ``then`` are left to this process's background flush thread,
+        so the caller goes on encoding while the disk catches up; flushes that
+        pile up are merged into one ``syncfs``. :func:`await_flushes` waits for
+        a group's flushes and raises what failed. Otherwise, or for a few
+        files, both happen before this returns.
+        """
+        fs, root = self._fs_root()
+        if (
+            flush_group is not None
+            and _syncfs is not None
+            and len(files) >= _SYNCFS_MIN_FILES
+            and isinstance(fs, LocalFileSystem)
+        ):
+            local = {posixpath.join(root, rel): data for rel, data in files.items()}
+            _write_and_close(local)
+            _background_flush().submit(flush_group, sorted(map(posixpath.dirname, local)), then)
+            return
+        self.write(files, atomic=False)
+        then()
+
     def remove(self, rel: str) -> None:
         """Delete a file if it exists."""
         fs = self.fs
@@ -469,12 +502,17 @@ def _write_local_in_place(files: Mapping[str, Any]) -> None:
     """
     dirs = sorted({posixpath.dirname(path) for path in files})
     if _syncfs is not None and len(files) >= _SYNCFS_MIN_FILES:
-        for path, data in files.items():
-            os.close(_write_new(path, data))
+        _write_and_close(files)
         _sync_filesystems(dirs)
         return
     _write_and_fsync(files.items())
     _fsync_paths(dirs)
+
+
+def _write_and_close(files: Mapping[str, Any]) -> None:
+    """Write each file in place and close it, not flushed: the caller flushes them all."""
+    for path, data in files.items():
+        os.close(_write_new(path, data))
 
 
 def _load_syncfs() -> Callable[[int], int] | None:
@@ -516,6 +554,93 @@ def _sync_filesystems(dirs: list[str]) -> None:
             os.close(fd)
 
 
+class _BackgroundFlush:
+    """One thread per process that flushes written payloads, then runs what waited on that.
+
+    A block task writes its payloads, hands their flush and its journal record
+    here and starts the next block: the ``syncfs`` (a wait on the disk, 10 %
+    of a task's time on M) overlaps encoding instead of stalling it. Flushes
+    queued meanwhile are merged into one. Work is kept per group (one export),
+    so :meth:`wait` waits for, and raises the errors of, its own export only.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._queue: list[tuple[str, list[str], Callable[[], None]]] = []
+        self._pending: dict[str, int] = {}
+        self._errors: dict[str, BaseException] = {}
+        self._thread: threading.Thread | None = None
+
+    def submit(self, group: str, dirs: list[str], then: Callable[[], None]) -> None:
+        with self._cond:
+            if group in self._errors:  # fail the next task fast; wait() raises it too
+                raise self._errors[group]
+            self._queue.append((group, dirs, then))
+            self._pending[group] = self._pending.get(group, 0) + 1
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="cellucid-flush", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify_all()
+
+    def wait(self, group: str) -> None:
+        """Return once every flush of ``group`` is done; raise the first that failed."""
+        with self._cond:
+            while self._pending.get(group):
+                self._cond.wait()
+            self._pending.pop(group, None)
+            error = self._errors.pop(group, None)
+        if error is not None:
+            raise error
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue:
+                    self._cond.wait()
+                batch, self._queue = self._queue, []
+            failed: BaseException | None = None
+            try:
+                _sync_filesystems(sorted({d for _, dirs, _ in batch for d in dirs}))
+            except BaseException as err:  # reported to every group of the batch
+                failed = err
+            for group, _, then in batch:
+                with self._cond:
+                    error = failed or self._errors.get(group)
+                if error is None:
+                    try:
+                        then()  # only after the flush: a journal record names durable files
+                    except BaseException as err:
+                        error = err
+                with self._cond:
+                    if error is not None:
+                        self._errors.setdefault(group, error)
+                    self._pending[group] -= 1
+                    self._cond.notify_all()
+
+
+_flush: _BackgroundFlush | None = None
+_flush_lock = threading.Lock()
+
+
+def _background_flush() -> _BackgroundFlush:
+    global _flush
+    with _flush_lock:
+        if _flush is None:
+            _flush = _BackgroundFlush()
+        return _flush
+
+
+def await_flushes(group: str) -> None:
+    """Wait until this process has flushed every payload of ``group`` (see
+    :meth:`Target.write_payloads`) and written what followed; raise what failed."""
+    with _flush_lock:
+        flush = _flush
+    if flush is not None:
+        flush.wait(group)
+
+
 # fsyncs in flight at once: the device merges them (measured on this project's
 # disk: 1,000 one after another 2.1 s, eight at a time 0.1 s).
 _FSYNC_THREADS = 8
@@ -531,9 +656,10 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 
 def _forget_pool_after_fork() -> None:
     # A forked child inherits the pool object but none of its threads (work sent
     # to it would wait forever), and maybe a lock held by a parent's thread.
-    global _fsync_pool, _fsync_pool_lock, _open_slots
+    global _fsync_pool, _fsync_pool_lock, _open_slots, _flush, _flush_lock
     _fsync_pool, _fsync_pool_lock = None, threading.Lock()
     _open_slots = threading.BoundedSemaphore(_MAX_OPEN)
+    _flush, _flush_lock = None, threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
