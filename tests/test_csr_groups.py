@@ -30,6 +30,8 @@ def csr_and_groups(draw: st.DrawFn) -> tuple[sp.csr_matrix, np.ndarray, list[int
         x = sp.csr_matrix(
             (np.repeat(x.data, 2), np.repeat(x.indices, 2), x.indptr * 2), shape=x.shape
         )
+    if draw(st.booleans()):  # int64 positions, as scipy uses past 2**31 stored values
+        x.indices, x.indptr = x.indices.astype(np.int64), x.indptr.astype(np.int64)
     keep = draw(st.lists(st.booleans(), min_size=n_cols, max_size=n_cols))
     cols = np.flatnonzero(keep) if any(keep) else np.arange(n_cols)
     cuts = draw(st.sets(st.integers(1, max(1, len(cols) - 1)), max_size=5))

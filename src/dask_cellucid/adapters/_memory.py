@@ -138,10 +138,10 @@ _TABLE_STEP_VALUES = 1 << 20
 
 def _row_table_applies(x: sp.csr_matrix, cols: np.ndarray) -> bool:
     """Whether :func:`_csc_of_group` can serve ``x``: sorted rows, increasing
-    columns, and int32 positions (its row table must share the indices' dtype)."""
+    columns, positions that fit the indices' dtype (scipy slices with one)."""
     return (
-        x.indices.dtype == np.int32
-        and x.nnz < np.iinfo(np.int32).max
+        x.indices.dtype in (np.int32, np.int64)
+        and x.nnz <= np.iinfo(x.indices.dtype).max
         and bool(np.all(np.diff(cols) > 0))
         and bool(x.has_sorted_indices)  # scipy checks once and caches the answer
     )
@@ -170,7 +170,7 @@ def _row_starts(
     """
     x = source._x
     indptr, indices, n_cols = x.indptr, x.indices, x.shape[1]
-    out = np.empty((r1 - r0, len(bounds)), np.int32)
+    out = np.empty((r1 - r0, len(bounds)), indices.dtype)
     avg = max(1, int(indptr[r1] - indptr[r0]) // max(1, r1 - r0))
     step = max(1, step_values // avg)
     key_dtype = np.int32 if (step + 1) * (n_cols + 1) < np.iinfo(np.int32).max else np.int64
@@ -201,10 +201,13 @@ def _csc_of_group(
     n = x.shape[0]
     starts = np.concatenate([part[:, g] for part in table])
     ends = np.concatenate([part[:, g + 1] for part in table])
-    indptr = np.empty(2 * n + 2, np.int32)
+    indptr = np.empty(2 * n + 2, x.indices.dtype)
     indptr[0], indptr[-1] = 0, x.nnz
     indptr[1:-1:2], indptr[2:-1:2] = starts, ends
-    ranges = sp.csr_matrix((x.data, x.indices, indptr), shape=(2 * n + 1, x.shape[1]))
+    # Set, not passed to the constructor: it would scan int64 indices for their
+    # range (a pass over the matrix) and maybe downcast them (a copy).
+    ranges = sp.csr_matrix((2 * n + 1, x.shape[1]), dtype=x.dtype)
+    ranges.data, ranges.indices, ranges.indptr = x.data, x.indices, indptr
     csc = sp.csc_matrix(ranges[1::2])
     csc.sum_duplicates()
     a, b = int(cols[0]), int(cols[-1]) + 1
