@@ -126,10 +126,11 @@ def _csr_column_blocks(
 # CSR inputs are converted in at most this many column groups, in parallel by
 # the tasks: a group holds about 1/20 of the matrix (a few at a time), against
 # a whole second copy for one tocsc(). With the row-start table a group costs
-# its own entries, not a pass over the matrix. On the benchmark's M dataset
-# (100k x 2k, 8 %, 38 blocks), medians of 4 interleaved runs: 10 groups 2.03 s
-# and 316 MiB peak RSS, 19 groups 2.01 s and 295 MiB, 38 groups 2.13 s and 291
-# MiB (the table grows with the groups); the reference writer peaks at 344 MiB.
+# its own entries plus a visit to every row. On the benchmark's M dataset
+# (100k x 2k, 8 %, 20 blocks), interleaved runs: 10 groups 1.6-2.0 s and
+# 318-322 MiB peak RSS, 20 groups 1.7-2.1 s and 291-293 MiB. The time
+# difference is within this machine's noise; the memory difference is not.
+# The reference writer peaks at 344 MiB.
 _CSR_GROUPS = 20
 # Stored values per task of the row-start table, and per step inside one.
 _TABLE_PART_VALUES = 1 << 22
