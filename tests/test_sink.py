@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -123,7 +124,14 @@ def test_a_block_of_payloads_is_flushed_by_one_syncfs_after_every_file_is_closed
         fsyncs.append(fd)
         return real_fsync(fd)
 
+    writes, real_write_new = [], sink._write_new
+
+    def spy_write_new(path, data):
+        writes.append(_open_fds())
+        return real_write_new(path, data)
+
     monkeypatch.setattr(sink, "_syncfs", spy_syncfs)
+    monkeypatch.setattr(sink, "_write_new", spy_write_new)
     monkeypatch.setattr(os, "fsync", spy_fsync)
     files = {f"var/g{k}.bin": bytes([k]) * 100 for k in range(2 * sink._SYNCFS_MIN_FILES)}
     target = Target.from_url(tmp_path)
@@ -132,6 +140,9 @@ def test_a_block_of_payloads_is_flushed_by_one_syncfs_after_every_file_is_closed
     target.write(files, atomic=False)
     # one flush for the block, with only its own directory descriptor open
     assert calls == [before + 1]
+    # opened before the first write: syncfs reports the write-back errors that
+    # happened since its descriptor was opened, so it must predate the writes
+    assert writes == [before + 1] * len(files)
     assert fsyncs == []
     assert _open_fds() == before
     for k in range(len(files)):
@@ -262,3 +273,35 @@ def test_a_failed_background_flush_is_raised_to_its_own_export_only(tmp_path, mo
     sink.await_flushes("good")  # another export's flushes are not poisoned
     sink.await_flushes("bad")  # and the error was reported once
     assert records == ["good"]
+
+
+@pytest.mark.skipif(not HAS_SYNCFS, reason="the background flush needs syncfs")
+def test_a_slow_disk_holds_the_writers_back_instead_of_queueing_without_end(tmp_path, monkeypatch):
+    import threading
+
+    real_syncfs, gate = sink._syncfs, threading.Event()
+
+    def slow_syncfs(fd):
+        gate.wait(10)
+        return real_syncfs(fd)
+
+    monkeypatch.setattr(sink, "_syncfs", slow_syncfs)
+    monkeypatch.setattr(sink, "_MAX_QUEUED_FLUSHES", 1)
+    target = Target.from_url(tmp_path)
+    target.prepare()
+
+    def block(k):
+        files = {f"var/b{k}-{i}.bin": b"x" for i in range(sink._SYNCFS_MIN_FILES)}
+        target.write_payloads(files, lambda: None, flush_group="slow")
+
+    block(0)  # taken by the flush thread, which now waits on the disk
+    time.sleep(0.05)
+    block(1)  # queued
+    third = threading.Thread(target=block, args=(2,))
+    third.start()
+    third.join(0.2)
+    assert third.is_alive()  # held back: one block already waits for the disk
+    gate.set()
+    third.join(10)
+    assert not third.is_alive()
+    sink.await_flushes("slow")

@@ -358,8 +358,7 @@ class Target:
             and isinstance(fs, LocalFileSystem)
         ):
             local = {posixpath.join(root, rel): data for rel, data in files.items()}
-            _write_and_close(local)
-            _background_flush().submit(flush_group, sorted(map(posixpath.dirname, local)), then)
+            _background_flush().submit(flush_group, _write_and_close(local), then)
             return
         self.write(files, atomic=False)
         then()
@@ -502,17 +501,25 @@ def _write_local_in_place(files: Mapping[str, Any]) -> None:
     """
     dirs = sorted({posixpath.dirname(path) for path in files})
     if _syncfs is not None and len(files) >= _SYNCFS_MIN_FILES:
-        _write_and_close(files)
-        _sync_filesystems(dirs)
+        _syncfs_and_close(_write_and_close(files))
         return
     _write_and_fsync(files.items())
     _fsync_paths(dirs)
 
 
-def _write_and_close(files: Mapping[str, Any]) -> None:
-    """Write each file in place and close it, not flushed: the caller flushes them all."""
-    for path, data in files.items():
-        os.close(_write_new(path, data))
+def _write_and_close(files: Mapping[str, Any]) -> list[tuple[int, str]]:
+    """Write each file in place and close it, not flushed.
+
+    Returns the descriptors (opened first) that :func:`_syncfs_and_close` flushes them with.
+    """
+    opened = _open_for_sync(posixpath.dirname(path) for path in files)
+    try:
+        for path, data in files.items():
+            os.close(_write_new(path, data))
+    except BaseException:
+        _close_all(opened)
+        raise
+    return opened
 
 
 def _load_syncfs() -> Callable[[int], int] | None:
@@ -533,25 +540,44 @@ _syncfs = _load_syncfs()
 _SYNCFS_MIN_FILES = 8
 
 
-def _sync_filesystems(dirs: list[str]) -> None:
-    """``syncfs`` once per filesystem holding ``dirs``; raise if writing back failed.
+def _open_for_sync(dirs: Iterable[str]) -> list[tuple[int, str]]:
+    """A descriptor on each filesystem holding ``dirs``, opened before the writes it will flush.
 
-    Since Linux 5.8 ``syncfs`` reports write-back errors of the filesystem
-    that happened since the descriptor was opened.
+    Since Linux 5.8 ``syncfs`` reports the write-back errors of the
+    filesystem that happened since its descriptor was opened: one opened
+    after the writes would miss an error of write-back that began meanwhile.
     """
-    done: set[int] = set()
-    for d in dirs:
-        fd = os.open(d, os.O_RDONLY)
-        try:
-            dev = os.fstat(fd).st_dev
-            if dev in done:
+    opened: list[tuple[int, str]] = []
+    devices: set[int] = set()
+    try:
+        for d in sorted(set(dirs)):
+            os.makedirs(d, exist_ok=True)
+            fd = os.open(d, os.O_RDONLY)
+            if os.fstat(fd).st_dev in devices:
+                os.close(fd)
                 continue
+            devices.add(os.fstat(fd).st_dev)
+            opened.append((fd, d))
+    except BaseException:
+        _close_all(opened)
+        raise
+    return opened
+
+
+def _syncfs_and_close(opened: list[tuple[int, str]]) -> None:
+    """``syncfs`` through each descriptor, then close them all; raise if writing back failed."""
+    try:
+        for fd, d in opened:
             if _syncfs(fd) != 0:  # type: ignore[misc]
                 err = ctypes.get_errno()
                 raise OSError(err, f"syncfs failed: {os.strerror(err)}", d)
-            done.add(dev)
-        finally:
-            os.close(fd)
+    finally:
+        _close_all(opened)
+
+
+def _close_all(opened: list[tuple[int, str]]) -> None:
+    for fd, _ in opened:
+        os.close(fd)
 
 
 class _BackgroundFlush:
@@ -566,16 +592,22 @@ class _BackgroundFlush:
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._queue: list[tuple[str, list[str], Callable[[], None]]] = []
+        self._queue: list[tuple[str, list[tuple[int, str]], Callable[[], None]]] = []
         self._pending: dict[str, int] = {}
         self._errors: dict[str, BaseException] = {}
         self._thread: threading.Thread | None = None
 
-    def submit(self, group: str, dirs: list[str], then: Callable[[], None]) -> None:
+    def submit(self, group: str, opened: list[tuple[int, str]], then: Callable[[], None]) -> None:
+        """Flush through ``opened`` (descriptors it then closes), then call ``then``."""
         with self._cond:
+            # a disk slower than the encoders: hold the tasks back (bounded
+            # descriptors and dirty pages) rather than queue without end
+            while len(self._queue) >= _MAX_QUEUED_FLUSHES and self._thread is not None:
+                self._cond.wait()
             if group in self._errors:  # fail the next task fast; wait() raises it too
+                _close_all(opened)
                 raise self._errors[group]
-            self._queue.append((group, dirs, then))
+            self._queue.append((group, opened, then))
             self._pending[group] = self._pending.get(group, 0) + 1
             if self._thread is None:
                 self._thread = threading.Thread(
@@ -600,11 +632,15 @@ class _BackgroundFlush:
                 while not self._queue:
                     self._cond.wait()
                 batch, self._queue = self._queue, []
+                self._cond.notify_all()
             failed: BaseException | None = None
-            try:
-                _sync_filesystems(sorted({d for _, dirs, _ in batch for d in dirs}))
-            except BaseException as err:  # reported to every group of the batch
-                failed = err
+            # Each descriptor reports the errors since its own opening; after
+            # the first, the syncfs calls have (almost) nothing left to write.
+            for _, opened, _ in batch:
+                try:
+                    _syncfs_and_close(opened)
+                except BaseException as err:  # reported to every group of the batch
+                    failed = failed or err
             for group, _, then in batch:
                 with self._cond:
                     error = failed or self._errors.get(group)
@@ -622,6 +658,8 @@ class _BackgroundFlush:
 
 _flush: _BackgroundFlush | None = None
 _flush_lock = threading.Lock()
+# Blocks waiting for their flush, per process, before a task waits to hand one over.
+_MAX_QUEUED_FLUSHES = 32
 
 
 def _background_flush() -> _BackgroundFlush:

@@ -124,14 +124,14 @@ def _csr_column_blocks(
 
 
 # CSR inputs are converted in at most this many column groups, in parallel by
-# the tasks: a group holds about 1/20 of the matrix (a few at a time), against
-# a whole second copy for one tocsc(). With the row-start table a group costs
-# its own entries plus a visit to every row. On the benchmark's M dataset
-# (100k x 2k, 8 %, 20 blocks), interleaved runs: 10 groups 1.6-2.0 s and
-# 318-322 MiB peak RSS, 20 groups 1.7-2.1 s and 291-293 MiB. The time
-# difference is within this machine's noise; the memory difference is not.
-# The reference writer peaks at 344 MiB.
-_CSR_GROUPS = 20
+# the tasks: a group holds about 1/10 of the matrix (two or three at a time),
+# against a whole second copy for one tocsc(). With the row-start table a
+# group costs its own entries plus a visit to every row, so fewer groups cost
+# less. On the benchmark's M dataset (100k x 2k, 8 %, 20 blocks), 3 sets of
+# 5-8 interleaved runs: 10 groups 1.81-1.94 s, 5.4-5.9 process CPU-s, 311-331 MiB
+# peak RSS; 20 groups 1.90-2.13 s, 5.7-6.3 CPU-s, 291-293 MiB. The
+# reference writer peaks at 344 MiB.
+_CSR_GROUPS = 10
 # Stored values per task of the row-start table, and per step inside one.
 _TABLE_PART_VALUES = 1 << 22
 _TABLE_STEP_VALUES = 1 << 20
