@@ -345,8 +345,8 @@ class Target:
         ``then`` (a block's journal record) must only run once the payloads
         are on disk. With a ``flush_group``, on a local Linux filesystem, the
         flush and ``then`` are left to this process's background flush thread,
-        so the caller goes on encoding while the disk catches up; flushes that
-        pile up are merged into one ``syncfs``. :func:`await_flushes` waits for
+        so the caller goes on encoding while the disk catches up; blocks that
+        pile up are flushed together. :func:`await_flushes` waits for
         a group's flushes and raises what failed. Otherwise, or for a few
         files, both happen before this returns.
         """
@@ -585,9 +585,11 @@ class _BackgroundFlush:
 
     A block task writes its payloads, hands their flush and its journal record
     here and starts the next block: the ``syncfs`` (a wait on the disk, 10 %
-    of a task's time on M) overlaps encoding instead of stalling it. Flushes
-    queued meanwhile are merged into one. Work is kept per group (one export),
-    so :meth:`wait` waits for, and raises the errors of, its own export only.
+    of a task's time on M) overlaps encoding instead of stalling it. Blocks
+    queued meanwhile are flushed together: the first ``syncfs`` writes them
+    all back, the others find (almost) nothing left to write. Work is kept
+    per group (one export), so :meth:`wait` waits for, and raises the errors
+    of, its own export only.
     """
 
     def __init__(self) -> None:
