@@ -553,10 +553,11 @@ def _open_for_sync(dirs: Iterable[str]) -> list[tuple[int, str]]:
         for d in sorted(set(dirs)):
             os.makedirs(d, exist_ok=True)
             fd = os.open(d, os.O_RDONLY)
-            if os.fstat(fd).st_dev in devices:
+            device = os.fstat(fd).st_dev
+            if device in devices:
                 os.close(fd)
                 continue
-            devices.add(os.fstat(fd).st_dev)
+            devices.add(device)
             opened.append((fd, d))
     except BaseException:
         _close_all(opened)
