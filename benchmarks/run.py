@@ -662,8 +662,8 @@ METHOD = """## Method
 - **dask-cellucid**: `dask_cellucid.prepare(X, var, out_dir, var_quantization,
   compression, codec, scheduler="threads", num_workers=threads)`, the whole call
   timed: planning, the block tasks (each converts its columns of the CSR
-  input to CSC, quantizes, compresses, writes its files and flushes them to
-  disk), the manifest. Rounding is the default, to the nearest code. "CSC input" is the
+  input to CSC, quantizes, compresses and writes its files; a background
+  thread flushes them to disk), the wait for every flush, the manifest. Rounding is the default, to the nearest code. "CSC input" is the
   same call given the matrix already in CSC form (converted untimed, so its
   peak RSS is not comparable and not shown): it shows what the CSR-to-CSC
   transposition costs, which the reference pays too.
