@@ -110,20 +110,20 @@ def test_sparse_path_gives_the_dense_path_bytes(x, bits) -> None:
         _assert_same_bounds(got, dense)
 
 
-@pytest.mark.parametrize("bits", [8, 16])
+@pytest.mark.parametrize("bits", [8, 16, None])
 @settings(max_examples=100, deadline=None)
 @given(x=sparse_like_blocks())
 def test_one_row_at_a_time_gives_each_gene_the_block_bytes(x, bits) -> None:
     whole = kernels.encode_block(sp.csc_matrix(x), bits)
     streamed = kernels.encode_block(sp.csr_matrix(x), bits, one_row=True)
-    assert streamed.values is None  # the block's codes are never all held
+    assert streamed.values is None  # the block's payloads are never all held
     buffers = set()
     got = []
     for row in streamed.rows():
         buffers.add(row.__array_interface__["data"][0])
         got.append(row.tobytes())  # each row is valid until the next is drawn
     assert got == [r.tobytes() for r in whole.values]
-    assert len(buffers) == 1  # one reused vector of n_cells codes
+    assert len(buffers) == 1  # one reused vector of n_cells values
     _assert_same_bounds(streamed, whole)
 
 

@@ -177,13 +177,13 @@ target = Target.from_url(sys.argv[1])
 target.write({f"var/p{k}.bin": b"parent" for k in range(5)}, atomic=False)
 # and the background flush thread, where there is one
 sink._SYNCFS_MIN_FILES = 1
-target.write_payloads({"var/q.bin": b"parent"}, lambda: None, flush_group="parent")
+target.write_payloads(["var/q.bin"], [b"parent"], lambda: None, flush_group="parent")
 sink.await_flushes("parent")
 
 
 def child_writes():
     target.write({f"var/c{k}.bin": b"child" for k in range(5)})
-    target.write_payloads({"var/d.bin": b"child"}, lambda: None, flush_group="child")
+    target.write_payloads(["var/d.bin"], [b"child"], lambda: None, flush_group="child")
     sink.await_flushes("child")
 
 
@@ -234,7 +234,9 @@ def test_what_follows_a_background_flush_runs_only_after_it(tmp_path, monkeypatc
     target = Target.from_url(tmp_path)
     target.prepare()
     files = {f"var/g{k}.bin": bytes([k]) * 10 for k in range(sink._SYNCFS_MIN_FILES)}
-    target.write_payloads(files, lambda: events.append("record"), flush_group="a")
+    target.write_payloads(
+        list(files), files.values(), lambda: events.append("record"), flush_group="a"
+    )
     events.append("returned")  # before the flush is done: the task goes on
     time.sleep(0.05)
     assert "record" not in events
@@ -263,13 +265,17 @@ def test_a_failed_background_flush_is_raised_to_its_own_export_only(tmp_path, mo
     target.prepare()
     files = {f"var/g{k}.bin": b"abc" for k in range(sink._SYNCFS_MIN_FILES)}
     records = []
-    target.write_payloads(files, lambda: records.append("bad"), flush_group="bad")
+    target.write_payloads(
+        list(files), files.values(), lambda: records.append("bad"), flush_group="bad"
+    )
     with pytest.raises(OSError, match="syncfs") as info:
         sink.await_flushes("bad")
     assert info.value.errno == errno.EIO
     assert records == []  # nothing may name payloads that did not reach the disk
     fail[0] = False
-    target.write_payloads(files, lambda: records.append("good"), flush_group="good")
+    target.write_payloads(
+        list(files), files.values(), lambda: records.append("good"), flush_group="good"
+    )
     sink.await_flushes("good")  # another export's flushes are not poisoned
     sink.await_flushes("bad")  # and the error was reported once
     assert records == ["good"]
@@ -292,7 +298,7 @@ def test_a_slow_disk_holds_the_writers_back_instead_of_queueing_without_end(tmp_
 
     def block(k):
         files = {f"var/b{k}-{i}.bin": b"x" for i in range(sink._SYNCFS_MIN_FILES)}
-        target.write_payloads(files, lambda: None, flush_group="slow")
+        target.write_payloads(list(files), files.values(), lambda: None, flush_group="slow")
 
     block(0)  # taken by the flush thread, which now waits on the disk
     time.sleep(0.05)
@@ -305,3 +311,31 @@ def test_a_slow_disk_holds_the_writers_back_instead_of_queueing_without_end(tmp_
     third.join(10)
     assert not third.is_alive()
     sink.await_flushes("slow")
+
+
+@pytest.mark.parametrize("flush", ["syncfs", "syncfs-background", "fsync"])
+def test_payloads_drawn_from_one_reused_buffer_each_land_whole(tmp_path, monkeypatch, flush):
+    # A sparse block's float32 payloads are views of one reused vector: each
+    # must be written before the next overwrites it.
+    if flush.startswith("syncfs") and not HAS_SYNCFS:
+        pytest.skip("syncfs is Linux only")
+    if flush == "fsync":
+        monkeypatch.setattr(sink, "_syncfs", None)
+    group = "reuse" if flush == "syncfs-background" else None
+    buffer = bytearray(64)
+
+    def payloads():
+        for k in range(2 * sink._SYNCFS_MIN_FILES):
+            buffer[:] = bytes([k]) * 64
+            yield memoryview(buffer)
+
+    target = Target.from_url(tmp_path)
+    target.prepare()
+    paths = [f"var/g{k}.bin" for k in range(2 * sink._SYNCFS_MIN_FILES)]
+    recorded = []
+    target.write_payloads(paths, payloads(), lambda: recorded.append(True), flush_group=group)
+    if group:
+        sink.await_flushes(group)
+    assert recorded == [True]
+    for k, path in enumerate(paths):
+        assert (tmp_path / path).read_bytes() == bytes([k]) * 64

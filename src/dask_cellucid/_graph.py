@@ -1,8 +1,9 @@
 """The Dask graph: one task per gene-column block, in one place.
 
-Each task encodes its block, writes the block's payloads in one bulk write and
-its journal record, and returns only small :class:`GeneEntry` records: payload
-bytes never travel back to the client. The manifest is written from those
+Each task encodes its block, writes the block's payloads (gene by gene to a
+local disk, in one bulk write to object storage) and its journal record, and
+returns only small :class:`GeneEntry` records: payload bytes never travel back
+to the client. The manifest is written from those
 records once every task has finished.
 """
 
@@ -18,7 +19,7 @@ from . import codecs, journal, kernels
 from .types import Encoding, GeneEntry, Plan
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
     import dask.array as da
 
@@ -54,42 +55,48 @@ def block_jobs(plan: Plan) -> list[BlockJob]:
 
 def encode_files(
     block: Any, job: BlockJob, *, zero_copy: bool = False
-) -> tuple[dict[str, Any], list[GeneEntry]]:
-    """Encode one block into its files and manifest entries (no I/O).
+) -> tuple[Iterator[Any], list[GeneEntry]]:
+    """Encode one block into its payloads, in the order of ``job.paths`` (no I/O).
 
-    With ``zero_copy``, uncompressed payloads are byte views of the block's
-    encoded array instead of copies (for a sink that only calls ``write`` on
-    them, such as a local file): no second copy of the block in memory.
+    Payloads come one gene at a time, and ``entries`` (the manifest entries)
+    fills as they are drawn. A sparse block is encoded into one reused
+    vector, so the block's payloads are never all in memory. With
+    ``zero_copy``, uncompressed payloads are byte views of that vector (or of
+    a dense block's encoded array), valid until the next one is drawn: for a
+    sink that writes each before drawing the next, such as a local file.
+    Otherwise they are copies.
     """
     enc = job.encoding
-    # Compressed payloads are copies anyway: encode one gene at a time into a
-    # reused vector instead of holding the whole block's codes.
-    payloads = kernels.encode_block(block, enc.bits, enc.rounding, one_row=bool(enc.compression))
+    # compressed payloads are copies anyway; uncompressed ones may be views
+    one_row = bool(enc.compression) or zero_copy
+    payloads = kernels.encode_block(block, enc.bits, enc.rounding, one_row=one_row)
     if len(payloads.lo) != len(job.gene_ids):
         msg = (
             f"block at gene {job.start} has {len(payloads.lo)} columns, "
             f"expected {len(job.gene_ids)}"
         )
         raise AssertionError(msg)
-    files: dict[str, Any] = {}
     entries: list[GeneEntry] = []
-    for k, (path, row) in enumerate(zip(job.paths, payloads.rows(), strict=True)):
-        if enc.compression:
-            data: Any = codecs.gzip_member(row, enc.compression, enc.codec)
-        else:
-            data = memoryview(row).cast("B") if zero_copy else row.tobytes()
-        files[path] = data
-        entries.append(
-            GeneEntry(
-                position=job.start + k,
-                gene_id=job.gene_ids[k],
-                lo=float(payloads.lo[k]),
-                hi=float(payloads.hi[k]),
-                n_nonfinite=int(payloads.n_nonfinite[k]),
-                nbytes=len(data),
+
+    def each_payload() -> Iterator[Any]:
+        for k, row in enumerate(payloads.rows()):
+            if enc.compression:
+                data: Any = codecs.gzip_member(row, enc.compression, enc.codec)
+            else:
+                data = memoryview(row).cast("B") if zero_copy else row.tobytes()
+            entries.append(
+                GeneEntry(
+                    position=job.start + k,
+                    gene_id=job.gene_ids[k],
+                    lo=float(payloads.lo[k]),
+                    hi=float(payloads.hi[k]),
+                    n_nonfinite=int(payloads.n_nonfinite[k]),
+                    nbytes=len(data),
+                )
             )
-        )
-    return files, entries
+            yield data
+
+    return each_payload(), entries
 
 
 def write_block(
@@ -97,15 +104,25 @@ def write_block(
 ) -> list[GeneEntry]:
     """The block task: encode, write payloads, then the journal record.
 
-    The record is written only once every payload of the block is durable. With
-    a ``flush_group`` that may happen after the task returns (on the process's
-    background flush thread): the caller must :func:`~dask_cellucid.sink.await_flushes`
-    before naming the payloads in a manifest.
+    Each payload is written before the next is encoded. The record is written
+    only once every payload of the block is durable. With a ``flush_group``
+    that may happen after the task returns (on the process's background flush
+    thread): the caller must :func:`~dask_cellucid.sink.await_flushes` before
+    naming the payloads in a manifest.
     """
-    files, entries = encode_files(block, job, zero_copy=target.is_local)
-    rel, record = journal.block_record(job.fingerprint, job.start, entries)
+    payloads, entries = encode_files(block, job, zero_copy=target.is_local)
+    if job.encoding.compression:
+        # Compressed payloads are small copies: write them in one burst at the
+        # end, not one file between two compressions (threads creating files
+        # in one folder at the same time contend for its lock).
+        payloads = iter(list(payloads))
+
+    def write_record() -> None:  # entries are complete once every payload is written
+        rel, record = journal.block_record(job.fingerprint, job.start, entries)
+        target.write({rel: record})
+
     # in place: nothing names these files until the record
-    target.write_payloads(files, lambda: target.write({rel: record}), flush_group=flush_group)
+    target.write_payloads(job.paths, payloads, write_record, flush_group=flush_group)
     return entries
 
 

@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
@@ -335,32 +335,41 @@ class Target:
 
     def write_payloads(
         self,
-        files: Mapping[str, Any],
+        paths: Sequence[str],
+        payloads: Iterable[Any],
         then: Callable[[], None],
         *,
         flush_group: str | None = None,
     ) -> None:
         """Write payloads in place, make them durable, then call ``then``.
 
-        ``then`` (a block's journal record) must only run once the payloads
-        are on disk. With a ``flush_group``, on a local Linux filesystem, the
-        flush and ``then`` are left to this process's background flush thread,
-        so the caller goes on encoding while the disk catches up; blocks that
-        pile up are flushed together. :func:`await_flushes` waits for
-        a group's flushes and raises what failed. Otherwise, or for a few
-        files, both happen before this returns.
+        On a local filesystem each payload is written before the next is
+        drawn, so an iterator may hand out views of one reused buffer;
+        elsewhere they are gathered into one bulk write, and must be
+        independent bytes. ``then`` (a block's journal record) runs only
+        once the payloads are on disk. With a ``flush_group``, on a local
+        Linux filesystem, the flush and ``then`` are left to this process's
+        background flush thread, so the caller goes on encoding while the
+        disk catches up; blocks that pile up are flushed together.
+        :func:`await_flushes` waits for a group's flushes and raises what
+        failed. Otherwise, or for a few files, both happen before this
+        returns.
         """
         fs, root = self._fs_root()
-        if (
-            flush_group is not None
-            and _syncfs is not None
-            and len(files) >= _SYNCFS_MIN_FILES
-            and isinstance(fs, LocalFileSystem)
-        ):
-            local = {posixpath.join(root, rel): data for rel, data in files.items()}
-            _background_flush().submit(flush_group, _write_and_close(local), then)
+        if not isinstance(fs, LocalFileSystem):
+            self.write(dict(zip(paths, payloads, strict=True)), atomic=False)
+            then()
             return
-        self.write(files, atomic=False)
+        local = [posixpath.join(root, rel) for rel in paths]
+        if _syncfs is not None and len(local) >= _SYNCFS_MIN_FILES:
+            opened = _write_and_close(local, payloads)
+            if flush_group is not None:
+                _background_flush().submit(flush_group, opened, then)
+                return
+            _syncfs_and_close(opened)
+        else:
+            _write_and_fsync(zip(local, payloads, strict=True))
+            _fsync_paths(sorted({posixpath.dirname(path) for path in local}))
         then()
 
     def remove(self, rel: str) -> None:
@@ -501,20 +510,20 @@ def _write_local_in_place(files: Mapping[str, Any]) -> None:
     """
     dirs = sorted({posixpath.dirname(path) for path in files})
     if _syncfs is not None and len(files) >= _SYNCFS_MIN_FILES:
-        _syncfs_and_close(_write_and_close(files))
+        _syncfs_and_close(_write_and_close(list(files), files.values()))
         return
     _write_and_fsync(files.items())
     _fsync_paths(dirs)
 
 
-def _write_and_close(files: Mapping[str, Any]) -> list[tuple[int, str]]:
-    """Write each file in place and close it, not flushed.
+def _write_and_close(paths: Sequence[str], payloads: Iterable[Any]) -> list[tuple[int, str]]:
+    """Write each payload in place (each before the next is drawn) and close it, not flushed.
 
     Returns the descriptors (opened first) that :func:`_syncfs_and_close` flushes them with.
     """
-    opened = _open_for_sync(posixpath.dirname(path) for path in files)
+    opened = _open_for_sync(posixpath.dirname(path) for path in paths)
     try:
-        for path, data in files.items():
+        for path, data in zip(paths, payloads, strict=True):
             os.close(_write_new(path, data))
     except BaseException:
         _close_all(opened)
