@@ -215,62 +215,51 @@ def encode_csc(
     lo[empty] = hi[empty] = np.nan
 
     if bits is None:
+        fill: list[Any] = [0.0] * w
+        dtype = code_dtype(None)
 
-        def float_rows(out: np.ndarray) -> Iterator[np.ndarray]:
-            """Each gene's float32 values in turn, like ``code_rows`` below."""
-            ptr = indptr.tolist()
-            for k in range(w):
-                row = out[k] if out.ndim == 2 else out
-                a, b = ptr[k], ptr[k + 1]
-                if b - a == n_cells:  # every cell stored: canonical indices are 0..n-1
-                    row[:] = d32[a:b]
-                else:
-                    row.fill(0)
-                    row[indices[a:b]] = d32[a:b]
-                yield row
-
-        if one_row:
-            return BlockPayloads(
-                None, lo, hi, n_nonfinite, lambda: float_rows(np.empty(n_cells, np.float32))
-            )
-        out = np.empty((w, n_cells), code_dtype(None))
-        for _ in float_rows(out):
-            pass
-        return BlockPayloads(out, lo, hi, n_nonfinite)
-
-    scale = _scales(lo, hi, bits)
-    lo0 = np.nan_to_num(lo)
-    zero_code = codes_for(np.zeros(w), lo0, scale, bits, rounding).tolist()
-    dtype = code_dtype(bits)
-
-    def code_rows(out: np.ndarray) -> Iterator[np.ndarray]:
-        """Each gene's codes in turn, in ``out[k]`` (2-D) or in ``out`` itself (1-D)."""
+        def values_of(k: int, a: int, b: int) -> np.ndarray:
+            return d32[a:b]
+    else:
+        scale = _scales(lo, hi, bits)
+        lo0 = np.nan_to_num(lo)
+        fill = codes_for(np.zeros(w), lo0, scale, bits, rounding).tolist()  # the code of zero
+        dtype = code_dtype(bits)
         marker = max_code(bits) + 1
         size = int(counts.max(initial=0))
         t_buf, c_buf = np.empty(size, np.float64), np.empty(size, dtype)
-        ptr, has_bad = indptr.tolist(), (n_nonfinite > 0).tolist()
-        # One gene at a time, so the float64 temporaries stay in cache.
+        has_bad = (n_nonfinite > 0).tolist()
+
+        def values_of(k: int, a: int, b: int) -> np.ndarray:
+            # one gene at a time, so the float64 temporaries stay in cache
+            c = _codes_into(
+                c_buf[: b - a], t_buf[: b - a], d32[a:b], lo0[k], scale[k], bits, rounding
+            )
+            if has_bad[k]:
+                c[~finite[a:b]] = marker  # type: ignore[index]
+            return c
+
+    def payload_rows(out: np.ndarray) -> Iterator[np.ndarray]:
+        """Each gene's payload in turn, in ``out[k]`` (2-D) or in ``out`` itself (1-D)."""
+        ptr = indptr.tolist()
         for k in range(w):
             row = out[k] if out.ndim == 2 else out
             a, b = ptr[k], ptr[k + 1]
             if b - a < n_cells:
-                row.fill(zero_code[k])
+                row.fill(fill[k])
             if a < b:
-                c = _codes_into(
-                    c_buf[: b - a], t_buf[: b - a], d32[a:b], lo0[k], scale[k], bits, rounding
-                )
-                if has_bad[k]:
-                    c[~finite[a:b]] = marker  # type: ignore[index]
                 if b - a == n_cells:  # every cell stored: canonical indices are 0..n-1
-                    row[:] = c
+                    row[:] = values_of(k, a, b)
                 else:
-                    row[indices[a:b]] = c
+                    row[indices[a:b]] = values_of(k, a, b)
             yield row
 
     if one_row:
-        return BlockPayloads(None, lo, hi, n_nonfinite, lambda: code_rows(np.empty(n_cells, dtype)))
+        return BlockPayloads(
+            None, lo, hi, n_nonfinite, lambda: payload_rows(np.empty(n_cells, dtype))
+        )
     out = np.empty((w, n_cells), dtype)
-    for _ in code_rows(out):
+    for _ in payload_rows(out):
         pass
     return BlockPayloads(out, lo, hi, n_nonfinite)
 
