@@ -27,8 +27,21 @@ def atomic(request, monkeypatch):
     return request.param == "atomic"
 
 
-def _open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
+def _open_fds(root) -> int:
+    """Descriptors of this process open on ``root`` or anything under it.
+
+    Counting only the test's own folder keeps descriptors that other threads
+    open or close meanwhile (thread pools, an earlier test's flush) out of it.
+    """
+    root = os.path.realpath(root)
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # closed since listed, or the listing's own descriptor
+            continue
+        count += target == root or target.startswith(root + os.sep)
+    return count
 
 
 def _leftovers(root) -> list[str]:
@@ -55,9 +68,9 @@ def test_writes_views_of_wider_dtypes_byte_for_byte(tmp_path, atomic):
 def test_no_descriptor_or_temporary_file_survives_a_write(tmp_path, atomic):
     target = Target.from_url(tmp_path)
     files = {f"var/g{k}.bin": os.urandom(100) for k in range(100)}
-    before = _open_fds()
+    before = _open_fds(tmp_path)
     target.write(files, atomic=atomic)
-    assert _open_fds() == before
+    assert _open_fds(tmp_path) == before
     assert not _leftovers(tmp_path)
     assert {p.name for p in (tmp_path / "var").iterdir()} == {f"g{k}.bin" for k in range(100)}
 
@@ -69,10 +82,10 @@ def test_a_failing_file_closes_every_descriptor_and_raises(tmp_path, atomic):
     (tmp_path / "var" / "blocker").write_bytes(b"")  # a file where a folder is needed
     files = {f"var/g{k}.bin": b"abc" for k in range(50)}
     files["var/blocker/g.bin"] = b"abc"
-    before = _open_fds()
+    before = _open_fds(tmp_path)
     with pytest.raises(OSError):
         target.write(files, atomic=atomic)
-    assert _open_fds() == before
+    assert _open_fds(tmp_path) == before
     assert not _leftovers(tmp_path)
 
 
@@ -117,7 +130,7 @@ def test_a_block_of_payloads_is_flushed_by_one_syncfs_after_every_file_is_closed
     real_syncfs, real_fsync = sink._syncfs, os.fsync
 
     def spy_syncfs(fd):
-        calls.append(_open_fds())
+        calls.append(_open_fds(tmp_path))
         return real_syncfs(fd)
 
     def spy_fsync(fd):
@@ -127,7 +140,7 @@ def test_a_block_of_payloads_is_flushed_by_one_syncfs_after_every_file_is_closed
     writes, real_write_new = [], sink._write_new
 
     def spy_write_new(path, data):
-        writes.append(_open_fds())
+        writes.append(_open_fds(tmp_path))
         return real_write_new(path, data)
 
     monkeypatch.setattr(sink, "_syncfs", spy_syncfs)
@@ -136,7 +149,7 @@ def test_a_block_of_payloads_is_flushed_by_one_syncfs_after_every_file_is_closed
     files = {f"var/g{k}.bin": bytes([k]) * 100 for k in range(2 * sink._SYNCFS_MIN_FILES)}
     target = Target.from_url(tmp_path)
     target.prepare()
-    before = _open_fds()
+    before = _open_fds(tmp_path)
     target.write(files, atomic=False)
     # one flush for the block, with only its own directory descriptor open
     assert calls == [before + 1]
@@ -144,7 +157,7 @@ def test_a_block_of_payloads_is_flushed_by_one_syncfs_after_every_file_is_closed
     # happened since its descriptor was opened, so it must predate the writes
     assert writes == [before + 1] * len(files)
     assert fsyncs == []
-    assert _open_fds() == before
+    assert _open_fds(tmp_path) == before
     for k in range(len(files)):
         assert (tmp_path / "var" / f"g{k}.bin").read_bytes() == bytes([k]) * 100
 
