@@ -67,6 +67,35 @@ def test_csr_converted_in_groups_of_several_blocks_gives_the_same_bytes(
     assert_export_equal(tmp_path / "ref", tmp_path / "got")
 
 
+@pytest.mark.parametrize("subset", [False, True])
+def test_csc_with_unsorted_and_repeated_entries_is_exported_and_left_untouched(
+    tmp_path: Path, X, subset
+) -> None:
+    # CSC blocks are views of the matrix: a non-canonical one is canonicalised
+    # on a copy (scipy sorts in place), never in the caller's arrays.
+    csc = sp.csc_matrix(X)
+    rng = np.random.default_rng(3)
+    data, indices = [], []
+    for j in range(N_GENES):  # each column stored twice (halves), in a random order
+        a, b = csc.indptr[j], csc.indptr[j + 1]
+        p = np.concatenate([rng.permutation(np.arange(a, b))] * 2)
+        data.append(csc.data[p] / 2)
+        indices.append(csc.indices[p])
+    messy = sp.csc_matrix(
+        (np.concatenate(data), np.concatenate(indices), csc.indptr * 2), shape=csc.shape
+    )
+    assert not messy.has_canonical_format
+    before = (messy.indices.copy(), messy.data.copy())
+    opts = dict(var_quantization=8, compression=6, genes_per_block=4)
+    if subset:
+        opts["gene_identifiers"] = GENES[2::3]
+    prepare(messy.toarray(), GENES, out_dir=tmp_path / "ref", **opts)
+    prepare(messy, GENES, out_dir=tmp_path / "got", **opts)
+    assert_export_equal(tmp_path / "ref", tmp_path / "got")
+    np.testing.assert_array_equal(messy.indices, before[0])
+    np.testing.assert_array_equal(messy.data, before[1])
+
+
 def test_integer_counts_and_float16(tmp_path: Path) -> None:
     counts = np.random.default_rng(0).poisson(0.7, (80, 6)).astype(np.int32)
     for dtype in (np.int32, np.uint16, np.float16):
