@@ -74,22 +74,23 @@ class ScipySource(Source):
         meta = sp.csc_matrix((0, 0), dtype=x.dtype)
         cols = np.asarray(columns, dtype=np.int64)
         if x.format != "csr":
-            # one conversion to CSC; after it every column block is a view
-            csc = sp.csc_matrix(x)  # shares a CSC input's arrays
+            # one conversion to CSC (none for CSC input); after it every column
+            # block is a view
+            csc = sp.csc_matrix(x)
             if list(columns) != list(range(csc.shape[1])):
                 csc = csc[:, cols]
-            elif not csc.has_canonical_format:
-                csc = csc.copy()  # sum_duplicates sorts in place: not the caller's arrays
-            csc.sum_duplicates()
             return _csc_column_blocks(csc, block_sizes, meta)
         return _csr_column_blocks(x, cols, block_sizes, meta)
 
 
 def _csc_column_blocks(csc: sp.csc_matrix, block_sizes: Sequence[int], meta: Any) -> da.Array:
-    """Column blocks of a canonical CSC matrix, each a view of its arrays.
+    """Column blocks of a CSC matrix, each a view of its arrays.
 
     Slicing through ``from_array`` would copy every block (scipy's
-    ``csc[:, a:b]``: 0.15 CPU-s for the 16 M stored values of the benchmark's M).
+    ``csc[:, a:b]``: 0.15 CPU-s for the 16 M stored values of the benchmark's
+    M). Whether a block is canonical is left to the block task
+    (:func:`dask_cellucid.kernels.encode_block` checks it, in parallel, and
+    canonicalises a copy: the views share the caller's arrays).
     """
     name = f"cellucid-csc-{uuid.uuid4().hex}"
     source = f"{name}-input"
@@ -103,7 +104,7 @@ def _csc_column_blocks(csc: sp.csc_matrix, block_sizes: Sequence[int], meta: Any
 
 
 def _view_of_columns(source: _Sliceable, a: int, b: int) -> sp.csc_matrix:
-    return _column_slice(source._x, a, b)
+    return _column_slice(source._x, a, b, canonical=False)
 
 
 def _csr_column_blocks(
@@ -248,17 +249,22 @@ def _csc_of_columns(source: _Sliceable, cols: np.ndarray) -> sp.csc_matrix:
     return csc
 
 
-def _column_slice(csc: sp.csc_matrix, a: int, b: int) -> sp.csc_matrix:
-    """Columns ``a:b`` of a canonical CSC matrix as views of its arrays (no copy)."""
-    if a == 0 and b == csc.shape[1]:
+def _column_slice(csc: sp.csc_matrix, a: int, b: int, *, canonical: bool = True) -> sp.csc_matrix:
+    """Columns ``a:b`` of a CSC matrix as views of its arrays (no copy).
+
+    ``canonical`` says the matrix is canonical (sorted, no duplicates), so the
+    view need not be checked again.
+    """
+    if canonical and a == 0 and b == csc.shape[1]:
         return csc
     p0, p1 = int(csc.indptr[a]), int(csc.indptr[b])
-    view = sp.csc_matrix(
-        (csc.data[p0:p1], csc.indices[p0:p1], csc.indptr[a : b + 1] - p0),
-        shape=(csc.shape[0], b - a),
-        copy=False,
-    )
-    view.has_canonical_format = True
+    # Set, not passed to the constructor: its check_format "prunes" an array
+    # that is a view of one more than twice its size, i.e. copies it.
+    view = sp.csc_matrix((csc.shape[0], b - a), dtype=csc.dtype)
+    view.data, view.indices = csc.data[p0:p1], csc.indices[p0:p1]
+    view.indptr = csc.indptr[a : b + 1] - csc.indptr.dtype.type(p0)
+    if canonical:
+        view.has_canonical_format = True
     return view
 
 
