@@ -34,6 +34,29 @@ def assert_export_equal(a: str | os.PathLike[str], b: str | os.PathLike[str]) ->
     assert not differ, f"{len(differ)} files differ, e.g. {differ[:5]}"
 
 
+def assert_matches_dense_export(
+    x: sp.spmatrix | sp.sparray,
+    var: Any,
+    folder: str | os.PathLike[str],
+    **options: Any,
+) -> None:
+    """Assert that exporting sparse ``x`` gives the bytes its dense copy gives,
+    and leaves ``x``'s arrays as they were.
+
+    Both exports go under ``folder`` (``dense/`` and ``sparse/``), with the same
+    ``options`` for :func:`dask_cellucid.prepare`.
+    """
+    from .api import prepare
+
+    before = {a: getattr(x, a).copy() for a in ("data", "indices", "indptr") if hasattr(x, a)}
+    root = Path(folder)
+    prepare(x.toarray(), var, out_dir=root / "dense", **options)
+    prepare(x, var, out_dir=root / "sparse", **options)
+    assert_export_equal(root / "dense", root / "sparse")
+    for name, values in before.items():
+        assert np.array_equal(getattr(x, name), values), f"the export changed the input's {name}"
+
+
 def read_payloads(folder: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The manifest and every gene's raw (undecoded) payload, gunzipped by the stdlib."""
     root = Path(folder)
