@@ -214,6 +214,7 @@ def encode_csc(
     empty = ~np.isfinite(lo)
     lo[empty] = hi[empty] = np.nan
 
+    size = int(counts.max(initial=0))  # the most stored values of one gene
     if bits is None:
         fill: list[Any] = [0.0] * w
         dtype = code_dtype(None)
@@ -226,7 +227,6 @@ def encode_csc(
         fill = codes_for(np.zeros(w), lo0, scale, bits, rounding).tolist()  # the code of zero
         dtype = code_dtype(bits)
         marker = max_code(bits) + 1
-        size = int(counts.max(initial=0))
         t_buf, c_buf = np.empty(size, np.float64), np.empty(size, dtype)
         has_bad = (n_nonfinite > 0).tolist()
 
@@ -241,7 +241,7 @@ def encode_csc(
 
     # NumPy scatters through an index of its own width (intp) about twice as
     # fast as through scipy's int32 indices, conversion included.
-    index_buf = np.empty(int(counts.max(initial=0)), np.intp)
+    index_buf = np.empty(size, np.intp)
 
     def payload_rows(out: np.ndarray) -> Iterator[np.ndarray]:
         """Each gene's payload in turn, in ``out[k]`` (2-D) or in ``out`` itself (1-D)."""
