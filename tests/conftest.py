@@ -1,14 +1,19 @@
 from __future__ import annotations
 
+import contextlib
 import http.client
 import logging
 import os
+import shutil
+import subprocess
+import sys
 import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -242,3 +247,78 @@ def dask_client() -> Iterator[Any]:
         distributed.Client(cluster, set_as_default=False) as client,
     ):
         yield client
+
+
+# -- the key layout's reference writer, in a venv of its own ------------------------------
+ROOT = Path(__file__).resolve().parents[1]
+ORACLE_009_REQUIREMENT = "cellucid==0.0.9"
+ORACLE_009_VENV = ROOT / ".venv-oracle-009"
+
+
+def _venv_python(venv: Path) -> Path:
+    return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock between processes (xdist workers, two pytest runs)."""
+    try:
+        import fcntl
+    except ImportError:  # no flock: runs that overlap may both build
+        yield
+        return
+    with path.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _make_oracle_009(venv: Path) -> str | None:
+    """Build ``venv`` with cellucid 0.0.9 unless a finished build is there; None or why not.
+
+    A build is finished when its marker file names the requirement, written last: an
+    interrupted build, or one for another requirement, is started again from scratch.
+    """
+    marker = venv / ".dask-cellucid-oracle"
+    if marker.is_file() and marker.read_text() == ORACLE_009_REQUIREMENT:
+        return None
+    shutil.rmtree(venv, ignore_errors=True)
+    steps = [
+        [sys.executable, "-m", "venv", str(venv)],
+        [str(_venv_python(venv)), "-m", "pip", "install", "-q", ORACLE_009_REQUIREMENT],
+        [str(_venv_python(venv)), "-c", "import cellucid"],
+    ]
+    for cmd in steps:
+        try:
+            done = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=540, stdin=subprocess.DEVNULL
+            )
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return f"{' '.join(cmd[-3:])}: {e}"
+        if done.returncode:
+            tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-8:])
+            return f"`{' '.join(cmd[-3:])}` exited {done.returncode}:\n{tail}"
+    marker.write_text(ORACLE_009_REQUIREMENT)
+    return None
+
+
+@pytest.fixture(scope="session")
+def oracle_009() -> Path:
+    """The python of a venv with cellucid 0.0.9, the ``key`` layout's reference writer.
+
+    cellucid 0.0.9 conflicts with the cellucid 0.9.2 the suite installs, so it gets
+    ``.venv-oracle-009`` at the repository root, built on first use (``python -m venv``,
+    then ``pip install cellucid==0.0.9``, about half a minute) and reused by later runs.
+    If it cannot be built (no network, say) the tests that need it skip, or fail when
+    the environment variable CI is set.
+    """
+    with _file_lock(ROOT / ".venv-oracle-009.lock"):
+        why = _make_oracle_009(ORACLE_009_VENV)
+    if why is not None:
+        msg = f"cannot build the cellucid 0.0.9 oracle venv {ORACLE_009_VENV}: {why}"
+        if os.environ.get("CI"):
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg)
+    return _venv_python(ORACLE_009_VENV)

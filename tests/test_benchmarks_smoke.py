@@ -21,7 +21,7 @@ from dask_cellucid import prepare
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks import data, run  # noqa: E402
+from benchmarks import check, data  # noqa: E402
 
 
 @pytest.fixture
@@ -64,7 +64,7 @@ def test_decode_error_is_measured_in_steps(
         rounding=rounding,
         progress=False,
     )
-    got = run.check_output(out, X.tocsc())
+    got = check.check_output(out, X.tocsc())
     assert got["files"] == X.shape[1] + 1
     assert got["marker_mismatches"] == 0
     # float32 storage of the decoded value may add a hair at 8 bits

@@ -14,7 +14,7 @@ import pytest
 import scipy.sparse as sp
 
 from dask_cellucid import ExportWarning, prepare, read_gene, read_genes, read_manifest
-from dask_cellucid.naming import sanitize_key
+from dask_cellucid.formats.folder.naming import sanitize_key
 from dask_cellucid.testing import (
     assert_export_equal,
     assert_matches_dense_export,

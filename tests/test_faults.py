@@ -9,7 +9,9 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from dask_cellucid import prepare, sink
+from dask_cellucid import prepare
+from dask_cellucid.errors import StorageError
+from dask_cellucid.storage import _local, _retry
 from dask_cellucid.testing import export_files, random_matrix
 
 if TYPE_CHECKING:
@@ -81,7 +83,7 @@ def test_the_exporter_retries_with_backoff_when_the_client_library_does_not(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(sink, "_BACKOFF", 0.01)  # keep the test fast; same code path
+    monkeypatch.setattr(_retry, "_BACKOFF", 0.01)  # keep the test fast; same code path
     proxy, bucket = faulty_s3
     opts = {"endpoint_url": bucket.endpoint, **NO_LIBRARY_RETRIES}
     X = random_matrix(N_CELLS, N_GENES, seed=23)
@@ -99,7 +101,7 @@ def test_the_exporter_retries_with_backoff_when_the_client_library_does_not(
 def test_persistent_errors_fail_the_export_without_a_manifest_then_it_resumes(
     faulty_s3: tuple[FaultyProxy, S3Bucket], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sink, "_BACKOFF", 0.01)
+    monkeypatch.setattr(_retry, "_BACKOFF", 0.01)
     proxy, bucket = faulty_s3
     opts = {"endpoint_url": bucket.endpoint, **NO_LIBRARY_RETRIES}
     X = random_matrix(N_CELLS, N_GENES, seed=24)
@@ -108,8 +110,8 @@ def test_persistent_errors_fail_the_export_without_a_manifest_then_it_resumes(
     proxy.fail_after("PUT", 1 + 3 * (PER_BLOCK + 1), 500)
     with pytest.raises(OSError, match="re-run the same export") as info:
         prepare(X, out_dir=bucket.url(), storage_options=opts, scheduler="synchronous", **ARGS)
-    assert isinstance(info.value, sink.StorageError)
-    assert proxy.injected[500] == sink.ATTEMPTS * PER_BLOCK  # each payload, every attempt
+    assert isinstance(info.value, StorageError)
+    assert proxy.injected[500] == _retry.ATTEMPTS * PER_BLOCK  # each payload, every attempt
     written = bucket.objects("out")
     assert "var_manifest.json" not in written
     assert len([k for k in written if k.startswith("var/")]) == 3 * PER_BLOCK
@@ -124,7 +126,7 @@ def test_persistent_errors_fail_the_export_without_a_manifest_then_it_resumes(
     assert bucket.objects("out") == export_files(tmp_path / "local")
 
 
-@pytest.mark.skipif(sink._syncfs is None, reason="the background flush needs syncfs")
+@pytest.mark.skipif(_local._syncfs is None, reason="the background flush needs syncfs")
 def test_a_write_back_error_fails_the_export_without_a_manifest_then_it_resumes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -135,15 +137,15 @@ def test_a_write_back_error_fails_the_export_without_a_manifest_then_it_resumes(
     import errno
 
     X = random_matrix(N_CELLS, N_GENES, seed=22).toarray()
-    real_syncfs, flushes = sink._syncfs, []
+    real_syncfs, flushes = _local._syncfs, []
 
     def failing_syncfs(fd: int) -> int:
         flushes.append(fd)
         ctypes.set_errno(errno.EIO)
         return -1
 
-    monkeypatch.setattr(sink, "_SYNCFS_MIN_FILES", 1)
-    monkeypatch.setattr(sink, "_syncfs", failing_syncfs)
+    monkeypatch.setattr(_local, "_SYNCFS_MIN_FILES", 1)
+    monkeypatch.setattr(_local, "_syncfs", failing_syncfs)
     out = tmp_path / "out"
     with pytest.raises(OSError, match="syncfs") as info:
         prepare(X, out_dir=out, scheduler="threads", num_workers=2, **ARGS)
@@ -152,7 +154,7 @@ def test_a_write_back_error_fails_the_export_without_a_manifest_then_it_resumes(
     assert not list((out / ".dask-cellucid" / "blocks").glob("*.json"))
     assert (out / ".dask-cellucid" / "export.json").exists()  # the journal itself was begun
 
-    monkeypatch.setattr(sink, "_syncfs", real_syncfs)
+    monkeypatch.setattr(_local, "_syncfs", real_syncfs)
     result = prepare(X, out_dir=out, scheduler="threads", num_workers=2, **ARGS)
     assert result.n_genes_written == N_GENES
     prepare(X, out_dir=tmp_path / "fresh", scheduler="threads", **ARGS)

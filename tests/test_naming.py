@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dask_cellucid import GeneIdError
-from dask_cellucid.naming import make_unique, resolve_ids, sanitize_key
+from dask_cellucid.formats.folder.naming import make_unique, resolve_ids, sanitize_key
 
 
 @pytest.mark.parametrize(

@@ -39,13 +39,16 @@ class NetworkLost(ConnectionError):
 # The network "fails" only while this is set: the switch lives outside the graph,
 # so the re-run computes the very same Dask expression (the same input token)
 # without failing, as a user's re-run of the same script would.
-_NETWORK_DOWN = {"now": False}
+_NETWORK_DOWN = {"now": False, "reads": 0}
 
 
-def _fail_at(block: np.ndarray, at: int, block_info: Any = None) -> np.ndarray:
-    if _NETWORK_DOWN["now"] and block_info[None]["chunk-location"][1] == at:
-        msg = "connection to the data store lost"
-        raise NetworkLost(msg)
+def _fail_at(block: np.ndarray, at: int) -> np.ndarray:
+    """Fail the read after ``at`` blocks were read, whichever order Dask reads them in."""
+    if _NETWORK_DOWN["now"]:
+        _NETWORK_DOWN["reads"] += 1
+        if _NETWORK_DOWN["reads"] > at:
+            msg = "connection to the data store lost"
+            raise NetworkLost(msg)
     return block
 
 
@@ -66,7 +69,7 @@ def _stat(folder: Path) -> dict[str, tuple[int, int]]:
 
 
 def _interrupt(X: np.ndarray, out: Path, **kw: Any) -> dict[str, tuple[int, int]]:
-    _NETWORK_DOWN["now"] = True
+    _NETWORK_DOWN.update(now=True, reads=0)
     try:
         with pytest.raises(NetworkLost):
             prepare(_failing(X), out_dir=out, scheduler="synchronous", **{**ARGS, **kw})
@@ -152,8 +155,12 @@ import dask.array as da
 import numpy as np
 from dask_cellucid import prepare
 
-def die_at(block, at, block_info=None):
-    if "KILL_AT_BLOCK" in os.environ and block_info[None]["chunk-location"][1] == at:
+READS = []
+
+def die_at(block, at):
+    # killed while reading the last block to be read, whichever it is
+    READS.append(1)
+    if "KILL_AT_BLOCK" in os.environ and len(READS) > at:
         os.kill(os.getpid(), signal.SIGKILL)
     return block
 
@@ -170,7 +177,7 @@ def test_process_killed_mid_export_is_finished_by_a_rerun(tmp_path: Path) -> Non
     X = random_matrix(N_CELLS, N_GENES, seed=34).toarray()
     np.save(tmp_path / "X.npy", X)
     script = tmp_path / "export.py"
-    # killed while reading the last block: the earlier ones are finished by then
+    # killed while reading the last block: most others are finished by then
     last = N_GENES // PER_BLOCK - 1
     script.write_text(textwrap.dedent(_KILLER).format(per_block=PER_BLOCK, at=last, genes=GENES))
     out = tmp_path / "out"

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from dask_cellucid import prepare
-from dask_cellucid.sink import DEFAULT_POOL, StorageError, Target
+from dask_cellucid.errors import StorageError
+from dask_cellucid.storage import DEFAULT_POOL, Target
 from dask_cellucid.testing import export_files, random_matrix
 
 if TYPE_CHECKING:

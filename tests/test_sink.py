@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from dask_cellucid import sink
-from dask_cellucid.sink import Target
+from dask_cellucid.storage import Target
+from dask_cellucid.storage import _local as sink
 
 HAS_SYNCFS = sink._syncfs is not None
 
@@ -182,9 +182,9 @@ def test_a_failed_syncfs_is_an_error_not_a_silent_success(tmp_path, monkeypatch)
 
 _FORK_SCRIPT = """
 import multiprocessing, sys
-from dask_cellucid.sink import Target
+from dask_cellucid.storage import Target
 
-from dask_cellucid import sink
+from dask_cellucid.storage import _local as sink
 
 target = Target.from_url(sys.argv[1])
 target.write({f"var/p{k}.bin": b"parent" for k in range(5)}, atomic=False)

@@ -23,7 +23,7 @@ import scipy.sparse as sp
 
 from dask_cellucid import ExportWarning, prepare, validate, verify
 from dask_cellucid.cli import main
-from dask_cellucid.validation import inflate
+from dask_cellucid.codecs import inflate
 
 N_CELLS = 120
 GENES = ["Cd4", "A_B", "const", "empty", "G.5", "neg"]

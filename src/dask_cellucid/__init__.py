@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .api import Export, ExportResult, prepare
+from .api import Export, ExportResult, prepare, verify
 from .errors import (
     CellucidExportError,
     ExportWarning,
@@ -14,9 +14,9 @@ from .errors import (
     UnsupportedInputError,
     VerificationError,
 )
-from .reader import read_gene, read_genes, read_manifest
-from .validation import ValidationReport, validate
-from .verification import VerifyReport, verify
+from .formats.folder.read import read_gene, read_genes, read_manifest
+from .formats.folder.validate import ValidationReport, validate
+from .formats.folder.verify import VerifyReport
 
 __version__ = "0.1.0"
 

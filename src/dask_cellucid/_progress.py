@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from dask.delayed import Delayed
 
-    from .types import GeneEntry
+    from ._scheduler import Compute
 
 
 class _BlockBar(Callback):  # type: ignore[misc]
@@ -35,16 +35,18 @@ class _BlockBar(Callback):  # type: ignore[misc]
 
 def run(
     tasks: Sequence[Delayed],
+    compute: Compute,
     *,
     n_genes: int,
-    initial: int,
-    scheduler: str | None,
-    client: Any,
-    num_workers: int | None,
+    initial: int = 0,
+    num_workers: int | None = None,
     progress: bool,
     desc: str = "Exporting genes",
 ) -> list[list[Any]]:
-    """Compute the block tasks; return their per-gene results in task order."""
+    """Compute the block tasks; return their per-gene results in task order.
+
+    ``num_workers`` overrides the local scheduler's thread count for this run.
+    """
     with tqdm(
         total=n_genes,
         initial=initial,
@@ -53,16 +55,17 @@ def run(
         disable=not progress,
         smoothing=0.1,
     ) as bar:
-        if client is not None:
-            return _run_distributed(tasks, client, bar)
-        kw: dict[str, Any] = {"scheduler": scheduler}
-        if num_workers:
-            kw["num_workers"] = num_workers
+        if compute.client is not None:
+            return _run_distributed(tasks, compute.client, bar)
+        kw: dict[str, Any] = {"scheduler": compute.local}
+        threads = num_workers or compute.num_workers
+        if threads:
+            kw["num_workers"] = threads
         with _BlockBar(bar):
             return list(dask.compute(*tasks, **kw))
 
 
-def _run_distributed(tasks: Sequence[Delayed], client: Any, bar: tqdm) -> list[list[GeneEntry]]:
+def _run_distributed(tasks: Sequence[Delayed], client: Any, bar: tqdm) -> list[list[Any]]:
     """Submit the block tasks to the cluster and count them off as they finish.
 
     Only each block's small entry list comes back to the client, never payload
@@ -73,11 +76,11 @@ def _run_distributed(tasks: Sequence[Delayed], client: Any, bar: tqdm) -> list[l
 
     futures = client.compute(list(tasks))
     order = {fut.key: i for i, fut in enumerate(futures)}
-    results: list[list[GeneEntry]] = [[] for _ in futures]
+    results: list[list[Any]] = [[] for _ in futures]
     try:
-        for fut, entries in as_completed(futures, with_results=True, loop=client.loop):
-            results[order[fut.key]] = entries
-            bar.update(len(entries))
+        for fut, records in as_completed(futures, with_results=True, loop=client.loop):
+            results[order[fut.key]] = records
+            bar.update(len(records))
     except BaseException:
         client.cancel(futures)
         raise

@@ -12,7 +12,9 @@ import contextlib
 import importlib.util
 import logging
 import multiprocessing
+import os
 import sys
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidOptionError
@@ -31,6 +33,38 @@ LOCAL = {
     "processes": "processes",
     "multiprocessing": "processes",
 }
+
+
+@dataclass(frozen=True)
+class Compute:
+    """Where block tasks run, decided once per call: a local scheduler or a Client.
+
+    Exactly one of ``local`` (a :func:`dask.compute` scheduler name) and
+    ``client`` (a :class:`distributed.Client`) is set.
+    """
+
+    local: str | None
+    client: Any = None
+    num_workers: int | None = None
+
+    @property
+    def n_threads(self) -> int:
+        """Threads the block tasks run on (all workers' threads on a cluster)."""
+        if self.client is not None:
+            try:
+                return max(1, sum(self.client.nthreads().values()))
+            except Exception:
+                return os.cpu_count() or 1
+        if self.local == "synchronous":
+            return 1
+        return self.num_workers or os.cpu_count() or 1
+
+
+def planned_threads(scheduler: Any, num_workers: int | None) -> int:
+    """Threads the tasks will run on, known before the scheduler is started (for sizing)."""
+    if hasattr(scheduler, "nthreads"):  # a Client already running
+        return Compute(None, scheduler).n_threads
+    return num_workers or os.cpu_count() or 1
 
 
 def _client_class() -> Any:
@@ -87,8 +121,8 @@ def _kind(scheduler: Any) -> str:
 
 
 @contextlib.contextmanager
-def resolve(scheduler: Any, num_workers: int | None = None) -> Iterator[tuple[str | None, Any]]:
-    """Yield ``(local_scheduler_name, client)``; exactly one of them is not None.
+def resolve(scheduler: Any, num_workers: int | None = None) -> Iterator[Compute]:
+    """Yield a :class:`Compute`: a local scheduler's name, or a Client.
 
     ``None`` means the current distributed Client if there is one, else
     threads. A Client, a cluster object (anything with ``scheduler_address``)
@@ -98,26 +132,26 @@ def resolve(scheduler: Any, num_workers: int | None = None) -> Iterator[tuple[st
     """
     kind = _kind(scheduler)
     if kind == "local":
-        yield LOCAL[scheduler], None
+        yield Compute(LOCAL[scheduler], None, num_workers)
         return
     if kind == "client":
-        yield None, scheduler
+        yield Compute(None, scheduler, num_workers)
         return
     if kind in ("default", "distributed"):
         client = _current_client()
         if client is not None:
-            yield None, client
+            yield Compute(None, client, num_workers)
         elif kind == "default":
-            yield "threads", None
+            yield Compute("threads", None, num_workers)
         else:
             with _local_cluster(num_workers) as client:
-                yield None, client
+                yield Compute(None, client, num_workers)
         return
     # an address or a cluster object: connect, and close only our connection
     from distributed import Client
 
     with Client(scheduler, set_as_default=False) as client:
-        yield None, client
+        yield Compute(None, client, num_workers)
 
 
 @contextlib.contextmanager

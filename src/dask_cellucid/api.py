@@ -1,431 +1,35 @@
-"""The user-facing entry point: :func:`prepare` and the :class:`Export` it plans."""
+"""The user-facing entry points: :func:`prepare` and :func:`verify`.
+
+Thin on purpose: check the options, read the genes from ``var``, make the
+plan, hand it to the format's writer and the engine. Everything else lives in
+its own module (see ``docs/architecture.md``).
+"""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import sys
-import time
-import uuid
-import warnings
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-import pandas as pd
-
-from . import _graph, _progress, _scheduler, codecs, dataset, journal, manifest, sink
+from . import _scheduler, codecs, genes, options
 from . import plan as planning
-from .adapters import Source, as_source, parse_memory
-from .errors import (
-    ExportWarning,
-    GeneIdError,
-    InputShapeError,
-    InvalidOptionError,
-    TargetExistsError,
-)
-from .sink import Target
-from .types import MANIFEST_NAME, VAR_DIR, Encoding, GeneEntry, Layout, Plan, Rounding
+from .adapters import as_source
+from .engine import Export, run_blocks
+from .errors import InvalidOptionError, VerificationError
+from .formats.folder import dataset
+from .formats.folder import verify as folder_verify
+from .formats.folder.spec import Encoding, Layout, Rounding, layout_of
+from .formats.folder.writer import ExportResult, FolderWriter, folder_options
+from .storage import Target
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    from ._scheduler import Compute
+    from .adapters import Source
+    from .formats.folder.verify import VerifyReport
+
 log = logging.getLogger("dask_cellucid")
-
-_SHOW = 5
-
-
-@dataclass(frozen=True)
-class ExportResult:
-    """What an export wrote.
-
-    Attributes
-    ----------
-    url
-        The export folder (local path or URL).
-    n_cells, n_genes
-        Payload length and number of genes in the manifest.
-    n_genes_written
-        Genes written by this run (fewer than ``n_genes`` when it resumed).
-    payload_bytes
-        Total size of the gene payload files.
-    seconds
-        Wall time of the run.
-    layout
-        ``"key"`` or ``"index"``.
-    manifest
-        The ``var_manifest.json`` written, as a dict.
-    """
-
-    url: str
-    n_cells: int
-    n_genes: int
-    n_genes_written: int
-    payload_bytes: int
-    seconds: float
-    layout: Layout
-    manifest: dict[str, Any] = field(repr=False)
-
-    def __str__(self) -> str:
-        resumed = self.n_genes - self.n_genes_written
-        extra = f" ({resumed} already written by an earlier run)" if resumed else ""
-        return (
-            f"Exported {self.n_genes:,} genes x {self.n_cells:,} cells to {self.url}{extra}: "
-            f"{self.payload_bytes / 2**20:,.1f} MiB of payloads in {self.seconds:.1f} s."
-        )
-
-
-@dataclass
-class Export:
-    """A planned export: nothing has been read or written yet.
-
-    Returned by ``prepare(..., compute=False)``; run it with :meth:`execute`.
-    """
-
-    plan: Plan
-    source: Source
-    target: Target
-    force: bool = False
-    resume: bool = True
-    embeddings: dict[int, Any] = field(default_factory=dict, repr=False)
-    identity_options: dict[str, Any] = field(default_factory=dict, repr=False)
-
-    def execute(
-        self,
-        scheduler: Any = None,
-        num_workers: int | None = None,
-        *,
-        progress: bool | None = None,
-    ) -> ExportResult:
-        """Write every payload, then the manifest (and folder files), and return a summary.
-
-        Parameters
-        ----------
-        scheduler
-            ``None`` (the current distributed Client if any, else threads),
-            ``"threads"``, ``"processes"``, ``"synchronous"``, ``"distributed"``
-            (the current Client, or a LocalCluster started and closed here), a
-            scheduler address, or a :class:`distributed.Client`.
-        num_workers
-            Threads or processes for local schedulers; workers for a LocalCluster.
-        progress
-            Show a progress bar; by default only when stderr is a terminal.
-        """
-        t0 = time.perf_counter()
-        plan, target = self.plan, self.target
-        if progress is None:
-            progress = sys.stderr.isatty()
-        _scheduler.check(scheduler)  # refuse an unknown scheduler before any write
-        existing_identity = self._check_target()
-        # Uploads wait on the network: on object storage, twice as many threads as
-        # cores keep both cores encoding (measured: 4 threads saturate 2 cores).
-        threads = num_workers or (None if target.is_local else 2 * (os.cpu_count() or 1))
-        # The cluster starts before the first write, so a cluster that cannot
-        # start leaves nothing behind.
-        with _scheduler.resolve(scheduler, num_workers) as (local, client):
-            entries, n_done = self._write_payloads(local, client, threads, progress=progress)
-        _warn_about(entries)
-
-        # Every payload is in place and durable (_write_payloads waited for the
-        # flushes) before the manifest names it.
-        doc = manifest.build(plan, entries)
-        files = {}
-        if self.embeddings:
-            files.update(dataset.embedding_files(self.embeddings, plan.n_cells, plan.encoding))
-            files[dataset.OBS_MANIFEST_NAME] = dataset.dumps(
-                dataset.obs_manifest(plan.n_cells, plan.encoding.compression)
-            )
-            target.write(files)
-        target.write({MANIFEST_NAME: manifest.dumps(doc)})
-        if self.embeddings:
-            ident = dataset.identity(
-                n_cells=plan.n_cells,
-                n_genes=plan.n_genes,
-                dims=sorted(self.embeddings),
-                encoding=plan.encoding,
-                layout=plan.layout,
-                **self.identity_options,
-            )
-            target.write({dataset.IDENTITY_NAME: dataset.dumps(ident)})
-        elif existing_identity is not None:
-            ident = dataset.with_genes(existing_identity, plan.n_genes, plan.encoding.bits)
-            target.write({dataset.IDENTITY_NAME: dataset.dumps(ident)})
-        journal.clear(target)
-        result = ExportResult(
-            url=target.display_url,
-            n_cells=plan.n_cells,
-            n_genes=plan.n_genes,
-            n_genes_written=plan.n_genes - n_done,
-            payload_bytes=sum(e.nbytes for e in entries),
-            seconds=time.perf_counter() - t0,
-            layout=plan.layout,
-            manifest=doc,
-        )
-        log.info("%s", result)
-        return result
-
-    def _write_payloads(
-        self, local: str | None, client: Any, threads: int | None, *, progress: bool
-    ) -> tuple[list[GeneEntry], int]:
-        """Withdraw or resume, then run one task per block still to write.
-
-        Returns every gene's entry (this run's and those resumed) and how many
-        genes an earlier run had already written.
-        """
-        plan, target = self.plan, self.target
-        done = self._withdraw_or_resume()
-        target.prepare()
-        journal.begin(target, plan)
-        skip = [
-            i
-            for i, (s, n) in enumerate(zip(plan.block_starts, plan.block_sizes, strict=True))
-            if all(p in done for p in range(s, s + n))
-        ]
-        x = self.source.column_blocks(plan.source_columns, plan.block_sizes)
-        # Tasks may leave their flush (and journal record) to a background
-        # thread of their process where this run can wait for it afterwards:
-        # in this process, or on every worker of a cluster (not in a pool of
-        # processes that is gone once the tasks are done).
-        flush_group = None if local == "processes" else f"export-{uuid.uuid4().hex}"
-        tasks = _graph.build(x, plan, target, skip=skip, flush_group=flush_group)
-        n_done = sum(plan.block_sizes[i] for i in skip)
-        log.info(
-            "exporting %d genes x %d cells in %d block tasks to %r%s",
-            plan.n_genes,
-            plan.n_cells,
-            len(tasks),
-            target,
-            f" ({n_done} genes already written)" if n_done else "",
-        )
-        try:
-            results = _progress.run(
-                tasks,
-                n_genes=plan.n_genes,
-                initial=n_done,
-                scheduler=local,
-                client=client,
-                num_workers=threads,
-                progress=progress,
-            )
-        except BaseException:
-            # a retry may start at once: let no record of this run land after it
-            with contextlib.suppress(Exception):
-                _await_flushes(client, flush_group)
-            raise
-        # every payload durable and every journal record written before the manifest
-        _await_flushes(client, flush_group)
-        entries = [e for part in results for e in part]
-        for i in skip:
-            s, n = plan.block_starts[i], plan.block_sizes[i]
-            entries.extend(done[p] for p in range(s, s + n))
-        return entries, n_done
-
-    # -- before the first write -------------------------------------------------------
-    def _check_target(self) -> dict[str, Any] | None:
-        """Refuse what must be refused; return an existing identity to update."""
-        target = self.target
-        ident_raw = target.read(dataset.IDENTITY_NAME)
-        if self.embeddings:
-            if ident_raw is not None and not self.force:
-                msg = (
-                    f"{target.display_url} already holds a dataset (dataset_identity.json). Pass "
-                    "force=True to replace its embedding and identity, or leave out X_umap_* "
-                    "to only add genes to it."
-                )
-                raise TargetExistsError(msg)
-            return None
-        return dataset.check_existing(
-            ident_raw, target.read(dataset.OBS_MANIFEST_NAME), self.plan.n_cells, self.plan.encoding
-        )
-
-    def _withdraw_or_resume(self) -> dict[int, GeneEntry]:
-        """Withdraw an old export (with ``force``) or pick up an interrupted one."""
-        target, plan = self.target, self.plan
-        if journal.has_manifest(target):
-            if not self.force:
-                msg = (
-                    f"{target.display_url} already holds a gene export ({MANIFEST_NAME}). Pass "
-                    "force=True to replace it, or choose another out_dir."
-                )
-                raise TargetExistsError(msg)
-            # Withdraw the manifest before the first old payload is touched, so no
-            # reader can pair old bounds with new payloads.
-            target.remove(MANIFEST_NAME)
-            journal.clear(target)
-            target.remove_tree(VAR_DIR)
-            return {}
-        fp = journal.read_fingerprint(target)
-        if fp == plan.fingerprint() and self.resume:
-            done = journal.completed(target, plan)
-            if done:
-                log.info("resuming: %d of %d genes already written intact", len(done), plan.n_genes)
-            return done
-        if fp is not None or journal.has_payloads(target):
-            if not self.force:
-                # say why this export cannot resume the unfinished one
-                if fp == plan.fingerprint():
-                    msg = (
-                        f"{target.display_url} holds an unfinished run of this same export, and "
-                        "resume=False was given. Drop resume=False to finish it, or pass "
-                        "force=True to discard it and start over."
-                    )
-                    raise TargetExistsError(msg)
-                msg = (
-                    f"{target.display_url} holds an unfinished export with other settings, "
-                    "genes or input data. Re-run with the same arguments to resume it, or pass "
-                    "force=True to discard it."
-                )
-                raise TargetExistsError(msg)
-            journal.clear(target)
-            target.remove_tree(VAR_DIR)
-        return {}
-
-
-def _await_flushes(client: Any, flush_group: str | None) -> None:
-    """Wait for the background flushes of ``flush_group`` here, or on every worker."""
-    if flush_group is None:
-        return
-    if client is None:
-        sink.await_flushes(flush_group)
-    else:
-        client.run(sink.await_flushes, flush_group)
-
-
-def _warn_about(entries: Sequence[GeneEntry]) -> None:
-    nonfinite = [e for e in entries if e.n_nonfinite]
-    if nonfinite:
-        empty = [e.gene_id for e in nonfinite if not e.has_finite]
-        names = ", ".join(repr(e.gene_id) for e in nonfinite[:_SHOW])
-        msg = (
-            f"{len(nonfinite)} gene(s) hold NaN or Inf values ({names}"
-            f"{', ...' if len(nonfinite) > _SHOW else ''}); the viewer shows those cells as "
-            "missing. This usually comes from dividing by zero in normalisation or scaling: "
-            "check the preprocessing that made this matrix."
-        )
-        if empty:
-            msg += f" {len(empty)} gene(s) have no finite value at all."
-        warnings.warn(msg, ExportWarning, stacklevel=3)
-    zero = [e.gene_id for e in entries if e.all_zero]
-    if zero:
-        shown = ", ".join(map(repr, zero[:_SHOW])) + (", ..." if len(zero) > _SHOW else "")
-        msg = (
-            f"{len(zero)} gene(s) are zero in every cell ({shown}); "
-            "they are exported, but colour nothing. Filter them out "
-            "(e.g. scanpy.pp.filter_genes(adata, min_cells=1)) if that is unexpected."
-        )
-        warnings.warn(msg, ExportWarning, stacklevel=3)
-
-
-# -- argument checking ---------------------------------------------------------------
-def _check_bits(var_quantization: Any) -> Literal[8, 16] | None:
-    if var_quantization is None or (type(var_quantization) is int and var_quantization in (8, 16)):
-        return var_quantization  # type: ignore[no-any-return]
-    msg = (
-        f"var_quantization={var_quantization!r} must be None (float32), 8 or 16. 8 bits is "
-        "the compact default most users want; 16 keeps 256x finer steps."
-    )
-    raise InvalidOptionError(msg)
-
-
-def _check_compression(compression: Any) -> int | None:
-    if compression is None or (compression == 0 and type(compression) is int):
-        return None
-    if type(compression) is int and 1 <= compression <= 9:
-        return compression
-    msg = (
-        f"compression={compression!r} must be None or 0 (off), or a gzip level from 1 to 9 "
-        "(6 is typical)."
-    )
-    raise InvalidOptionError(msg)
-
-
-def _check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
-    if value not in choices:
-        msg = f"{name}={value!r} must be one of {', '.join(map(repr, choices))}."
-        raise InvalidOptionError(msg)
-
-
-def _as_var(var: Any) -> pd.DataFrame | None:
-    if var is None or isinstance(var, pd.DataFrame):
-        return var
-    if isinstance(var, pd.Index | pd.Series | list | tuple) or hasattr(var, "__array__"):
-        return pd.DataFrame(index=pd.Index([str(v) for v in var]))
-    msg = f"var must be a pandas DataFrame (or a list of gene names), got {type(var).__name__}."
-    raise InvalidOptionError(msg)
-
-
-def gene_ids_from_var(
-    var: pd.DataFrame, var_gene_id_column: str | None
-) -> tuple[list[str], str | None]:
-    """The ids of every column, and the value the manifest records for their origin."""
-    if var_gene_id_column is None or var_gene_id_column == "index":
-        values, recorded = var.index, var_gene_id_column
-    elif var_gene_id_column in var.columns:
-        values, recorded = var[var_gene_id_column], var_gene_id_column
-    else:
-        cols = list(map(str, var.columns))
-        msg = (
-            f"var_gene_id_column={var_gene_id_column!r} is not a column of var. Available: "
-            f"{cols[:20]}{' ...' if len(cols) > 20 else ''}; or 'index' for var's index."
-        )
-        raise InvalidOptionError(msg)
-    missing = pd.isna(pd.Series(values)).to_numpy()
-    if missing.any():
-        where = f"var[{var_gene_id_column!r}]" if recorded not in (None, "index") else "var.index"
-        msg = (
-            f"{int(missing.sum())} gene id(s) in {where} are missing (NaN/None), e.g. at "
-            f"row {int(missing.argmax())}. Fill them, or choose another var_gene_id_column."
-        )
-        raise GeneIdError(msg)
-    return [str(v) for v in values], recorded
-
-
-def _check_alignment(var: pd.DataFrame, shape: tuple[int, int]) -> None:
-    n_cells, n_genes = shape
-    if len(var) == n_genes:
-        return
-    if len(var) == n_cells:
-        msg = (
-            f"gene_expression has shape {shape} (cells x genes) but var has {len(var)} rows, "
-            f"the number of cells: the matrix looks transposed. Pass gene_expression.T "
-            "(rows must be cells, columns genes)."
-        )
-        raise InputShapeError(msg)
-    msg = (
-        f"var has {len(var)} rows but gene_expression has {n_genes} genes (columns); they must "
-        "describe the same genes in the same order. Pass adata.var with adata.X (not a var "
-        "from before filtering genes)."
-    )
-    raise InputShapeError(msg)
-
-
-def _check_var_matches(var: pd.DataFrame, own: pd.DataFrame, shape: tuple[int, int]) -> None:
-    """A ``var`` passed with an AnnData must describe the AnnData's genes, in order."""
-    n_cells, n_genes = shape
-    if len(var) == n_cells and len(var) != n_genes:
-        msg = (
-            f"var has {len(var)} rows, one per cell, but must have one per gene ({n_genes}): "
-            "it looks like adata.obs. Pass var=adata.var, or leave var out (the AnnData's "
-            "own var is used)."
-        )
-        raise InputShapeError(msg)
-    if len(var) != len(own) or not var.index.equals(own.index):
-        msg = (
-            f"var (index {list(var.index[:3])}..., {len(var)} rows) is not the AnnData's var "
-            f"(var_names {list(own.index[:3])}..., {len(own)} rows); they must list the same "
-            "genes in the same order. Leave var out to use the AnnData's own var, and use "
-            "var_gene_id_column= to take gene ids from one of its columns."
-        )
-        raise InputShapeError(msg)
-
-
-def _n_threads(scheduler: Any, num_workers: int | None) -> int:
-    if hasattr(scheduler, "nthreads"):
-        try:
-            return max(1, sum(scheduler.nthreads().values()))
-        except Exception:
-            return os.cpu_count() or 1
-    return num_workers or os.cpu_count() or 1
 
 
 def prepare(
@@ -461,7 +65,7 @@ def prepare(
     dataset_description: str = "",
     created_at: str | None = None,
     compute: bool = True,
-    verify: bool = False,  # [validate.py] opt-in verification pass
+    verify: bool = False,
 ) -> ExportResult | Export:
     """Export gene expression to a Cellucid folder, one Dask task per block of genes.
 
@@ -483,8 +87,11 @@ def prepare(
         Which matrix of an AnnData input: ``adata.layers[layer]``, or
         ``adata.raw.X`` (with ``adata.raw.var``). Default ``adata.X``.
     max_memory
-        Memory budget for reading out-of-core inputs, bytes or a string like
-        ``"4GiB"``; by default a fraction of this machine's RAM.
+        Memory budget of the export, bytes or a string like ``"4GiB"``; by
+        default a quarter of this machine's RAM. It covers the input's working
+        set when a file is read out of core and the block tasks' buffers; for
+        an input already in memory it sizes the block tasks only (see
+        :mod:`dask_cellucid.options`).
     out_dir
         Export folder: a local path or any fsspec URL (``s3://bucket/prefix``).
     var_gene_id_column
@@ -557,72 +164,70 @@ def prepare(
     VerificationError
         With ``verify=True``: a gene read back does not match the source.
     """
-    bits = _check_bits(var_quantization)
-    level = _check_compression(compression)
-    _check_choice("layout", layout, ("key", "index"))
-    _check_choice("rounding", rounding, ("nearest", "floor"))
-    _check_choice("missing_genes", missing_genes, ("raise", "warn"))
+    bits = options.check_bits(var_quantization)
+    level = options.check_compression(compression)
+    options.check_choice("layout", layout, ("key", "index"))
+    options.check_choice("rounding", rounding, ("nearest", "floor"))
+    options.check_choice("missing_genes", missing_genes, ("raise", "warn"))
     for flag, value in (
         ("force", force),
         ("make_unique", make_unique),
         ("resume", resume),
         ("verify", verify),
+        ("compute", compute),
     ):
-        if not isinstance(value, bool):
-            msg = f"{flag} must be True or False, got {value!r}."
-            raise InvalidOptionError(msg)
+        options.check_flag(flag, value)
+    if verify and not compute:
+        msg = "verify=True needs compute=True; after execute(), call dask_cellucid.verify()."
+        raise InvalidOptionError(msg)
     encoding = Encoding(
         bits=bits, compression=level, rounding=rounding, codec=codecs.resolve_codec(codec)
     )
     if gene_expression is None:
         msg = "gene_expression is required: the (n_cells, n_genes) matrix to export."
         raise InvalidOptionError(msg)
+    budget = options.resolve_memory(max_memory)
+    task_budget = options.parse_memory(block_memory, "block_memory")
+    if genes_per_block is not None:
+        options.check_positive_int("genes_per_block", genes_per_block)
 
-    read_budget = parse_memory(max_memory)
-    source = as_source(gene_expression, layer=layer, use_raw=use_raw, max_memory=read_budget)
-    var_df = _as_var(var) if var is not None else source.var
-    if var is not None and source.var is not None and var_df is not None:
-        _check_var_matches(var_df, source.var, source.shape)  # a given var must be the AnnData's
-    if var_df is None:
-        msg = (
-            "var is required with a bare matrix: pass var=adata.var (or a list of gene "
-            "names), one row per column of gene_expression."
-        )
+    source = as_source(gene_expression, layer=layer, use_raw=use_raw, max_memory=budget)
+    var_df = genes.var_for(var, source.var, source.shape)
+    all_ids, recorded = genes.gene_ids_from_var(var_df, var_gene_id_column)
+    ids, columns = genes.select_genes(
+        all_ids,
+        gene_identifiers,
+        missing_genes=missing_genes,
+        rename=genes.make_unique if make_unique else None,
+    )
+    if not ids:
+        msg = "no gene is selected for export; check gene_identifiers and var."
         raise InvalidOptionError(msg)
-    _check_alignment(var_df, source.shape)
-    all_ids, recorded = gene_ids_from_var(var_df, var_gene_id_column)
-    ids, columns = planning.select_genes(
-        all_ids, gene_identifiers, missing_genes=missing_genes, make_names_unique=make_unique
+    ids, folder = folder_options(
+        ids,
+        encoding=encoding,
+        layout=layout,
+        var_gene_id_column=recorded,
+        make_unique=make_unique,
     )
     n_cells = source.shape[0]
-    n_threads = _n_threads(scheduler, num_workers)
     if genes_per_block is None:
-        task_budget = parse_memory(block_memory) or planning.DEFAULT_BLOCK_MEMORY
-        if read_budget and block_memory is None:
-            # the block tasks run beside the reader: keep them inside max_memory too
-            task_budget = max(2**20, min(task_budget, read_budget // (4 * n_threads)))
+        n_threads = _scheduler.planned_threads(scheduler, num_workers)
         genes_per_block = planning.genes_per_block(
             n_cells,
             len(ids),
             source.bytes_per_value(),
-            block_memory=task_budget,
+            block_memory=planning.task_memory(budget, n_threads, task_budget),
             n_threads=n_threads,
         )
-    elif not (type(genes_per_block) is int and genes_per_block > 0):
-        msg = f"genes_per_block={genes_per_block!r} must be a positive integer."
-        raise InvalidOptionError(msg)
     the_plan = planning.build_plan(
         n_cells=n_cells,
         gene_ids=ids,
         source_columns=columns,
-        encoding=encoding,
-        layout=layout,
-        var_gene_id_column=recorded,
         block_size=genes_per_block,
-        make_names_unique=make_unique,
+        options=folder,
         source_token=source.data_token(),
     )
-
     target = Target.from_url(out_dir, storage_options)
     embeddings = {
         d: e for d, e in ((1, X_umap_1d), (2, X_umap_2d), (3, X_umap_3d)) if e is not None
@@ -631,56 +236,216 @@ def prepare(
     if embeddings:
         # Check the embeddings now, before anything is written.
         dataset.embedding_files(embeddings, n_cells, Encoding(None, None))
-        folder = target.display_url.rstrip("/").rsplit("/", 1)[-1]
-        dataset_id = dataset_id or dataset.dataset_id_from(folder)
+        folder_name = target.display_url.rstrip("/").rsplit("/", 1)[-1]
+        dataset_id = dataset_id or dataset.dataset_id_from(folder_name)
         identity_options = {
             "dataset_id": dataset_id,
             "name": dataset_name or dataset_id,
             "description": dataset_description,
             "created_at": created_at,
         }
-        dataset.identity(
-            n_cells=n_cells,
-            n_genes=0,
-            dims=sorted(embeddings),
-            encoding=encoding,
-            layout=layout,
-            **identity_options,
-        )
-    export = Export(
+    writer = FolderWriter(
         the_plan,
-        source,
         target,
         force=force,
         resume=resume,
         embeddings=embeddings,
         identity_options=identity_options,
     )
+    writer.check_identity()
+    export = Export(the_plan, source, writer)
     if not compute:
-        if verify:  # [validate.py]
-            msg = "verify=True needs compute=True; after execute(), call dask_cellucid.verify()."
-            raise InvalidOptionError(msg)
         return export
-    result = export.execute(scheduler=scheduler, num_workers=num_workers, progress=progress)
-    if verify:  # [validate.py] begin: opt-in verification pass
-        from .errors import VerificationError
-        from .verification import verify_source
-
-        report = verify_source(
-            target,
-            source,
-            dict(zip(the_plan.gene_ids, the_plan.source_columns, strict=True)),
-            tolerance=1.0 if rounding == "floor" else 0.5,
-            genes_per_block=max(the_plan.block_sizes),
-            scheduler=scheduler,
-            num_workers=num_workers,
-        )
-        if not report.ok:
-            msg = (
-                f"the export in {target.display_url} does not match its source (the folder was "
-                f"written; re-export it with force=True):\n{report}"
+    with export.computing(scheduler, num_workers) as where:
+        result: ExportResult = export.run(where, progress=progress)
+        if verify:
+            report = verify_source(
+                target,
+                source,
+                dict(zip(the_plan.gene_ids, the_plan.source_columns, strict=True)),
+                compute=where,
+                tolerance=1.0 if rounding == "floor" else 0.5,
+                genes_per_block=max(the_plan.block_sizes),
+                progress=progress,
             )
-            raise VerificationError(msg)
-        log.info("verified: %d genes match the source", len(report.genes))
-    # [validate.py] end
+            if not report.ok:
+                msg = (
+                    f"the export in {target.display_url} does not match its source (the folder "
+                    f"was written; re-export it with force=True):\n{report}"
+                )
+                raise VerificationError(msg)
+            log.info("verified: %d genes match the source", len(report.genes))
     return result
+
+
+def verify(
+    path_or_url: str | os.PathLike[str] | Target,
+    source: Any,
+    var: Any = None,
+    *,
+    layer: str | None = None,
+    use_raw: bool = False,
+    var_gene_id_column: str | None = None,
+    gene_identifiers: Sequence[str] | None = None,
+    tolerance: float = 0.5,
+    genes_per_block: int | None = None,
+    scheduler: Any = None,
+    num_workers: int | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    progress: bool | None = None,
+    max_memory: int | str | None = None,
+) -> VerifyReport:
+    """Compare every exported gene with the source matrix, in parallel.
+
+    Reads the source as the export does (one Dask task per block of genes),
+    decodes each payload as the viewer does, and reports per gene the largest
+    error in quantization steps, genes whose values or bounds are wrong, NaN
+    mismatches, and genes missing from or extra to the export.
+
+    Parameters
+    ----------
+    path_or_url
+        The export folder (local path or fsspec URL).
+    source
+        What the export was made from: anything :func:`~dask_cellucid.prepare`
+        accepts as ``gene_expression``.
+    var
+        Gene metadata for a bare matrix (a DataFrame or a list of names);
+        taken from the source when it carries it.
+    layer, use_raw
+        Which matrix of an AnnData source, as for ``prepare``.
+    var_gene_id_column
+        Where gene ids come from; default: what the manifest records.
+    gene_identifiers
+        The genes the export should hold; default: every gene of ``var``.
+    tolerance
+        Largest accepted error in steps: 0.5 (the default) for exports rounded
+        to nearest; 1 accepts ``rounding="floor"`` (the reference writer's
+        truncation). float32 exports are compared bit for bit.
+    genes_per_block
+        Genes per task; by default sized as ``prepare`` sizes the export's.
+    scheduler, num_workers, progress
+        How to run, as for ``prepare``.
+    storage_options
+        fsspec options for ``path_or_url``.
+    max_memory
+        Memory budget, as for ``prepare``.
+
+    Returns
+    -------
+    VerifyReport
+        ``.ok`` is True only when every gene is within ``tolerance`` with
+        the right bounds and missing cells, and no gene is missing or extra.
+    """
+    tolerance = options.check_tolerance(tolerance)
+    if genes_per_block is not None:
+        options.check_positive_int("genes_per_block", genes_per_block)
+    budget = options.resolve_memory(max_memory)
+    target = (
+        path_or_url
+        if isinstance(path_or_url, Target)
+        else Target.from_url(path_or_url, storage_options)
+    )
+    src = as_source(source, layer=layer, use_raw=use_raw, max_memory=budget)
+    var_df = genes.var_for(var, src.var, src.shape)
+    doc = folder_verify.read_manifest_leniently(target)
+    column = var_gene_id_column or folder_verify.recorded_id_column(doc)
+    all_ids, _ = genes.gene_ids_from_var(var_df, column)
+    lookup, full = folder_verify.column_lookup(all_ids, layout_of(doc))
+    wanted = genes.requested_ids(gene_identifiers)
+    return verify_source(
+        target,
+        src,
+        lookup,
+        expected=full if wanted is None else wanted,
+        tolerance=tolerance,
+        genes_per_block=genes_per_block,
+        scheduler=scheduler,
+        num_workers=num_workers,
+        progress=progress,
+        max_memory=budget,
+    )
+
+
+def verify_source(
+    target: Target,
+    source: Source,
+    gene_columns: Mapping[str, int],
+    *,
+    expected: Sequence[str] | None = None,
+    tolerance: float = 0.5,
+    genes_per_block: int | None = None,
+    scheduler: Any = None,
+    num_workers: int | None = None,
+    progress: bool | None = None,
+    max_memory: int | None = None,
+    compute: Compute | None = None,
+) -> VerifyReport:
+    """Compare an export with a :class:`~dask_cellucid.adapters.Source`, one task per block.
+
+    ``gene_columns`` maps gene ids to their column in ``source``; ``expected``
+    lists the genes the export should hold (default: every key of
+    ``gene_columns``). Blocks are sized as the export sizes them, unless
+    ``genes_per_block`` is given. Runs on ``compute`` when given (the export's
+    own, so one call starts one cluster), else on ``scheduler``.
+    """
+    if compute is None:
+        _scheduler.check(scheduler)
+        with _scheduler.resolve(scheduler, num_workers) as where:
+            return verify_source(
+                target,
+                source,
+                gene_columns,
+                expected=expected,
+                tolerance=tolerance,
+                genes_per_block=genes_per_block,
+                progress=progress,
+                max_memory=max_memory,
+                compute=where,
+            )
+    n_cells = source.shape[0]
+    n_threads = compute.n_threads
+
+    def per_block(n_genes: int, itemsize: int) -> int:
+        if genes_per_block is not None:
+            return genes_per_block
+        return planning.genes_per_block(
+            n_cells,
+            n_genes,
+            source.bytes_per_value() + itemsize + 16,
+            block_memory=planning.task_memory(
+                max_memory or options.default_max_memory(), n_threads
+            ),
+            n_threads=n_threads,
+        )
+
+    check = folder_verify.plan_verification(
+        target,
+        n_cells,
+        gene_columns,
+        genes_per_block=per_block,
+        expected=expected,
+        tolerance=tolerance,
+        description=getattr(source, "description", "source"),
+    )
+    if not check.jobs:
+        return check.report
+    x = source.column_blocks(check.source_columns, check.block_sizes)
+    log.info(
+        "verifying %d genes x %d cells in %d block tasks", check.n_genes, n_cells, len(check.jobs)
+    )
+    checks = run_blocks(
+        x,
+        check.block_task,
+        check.jobs,
+        target,
+        compute=compute,
+        name=f"verify-{os.urandom(4).hex()}",
+        n_items=check.n_genes,
+        progress=progress,
+        desc="Verifying genes",
+    )
+    return check.finish(checks)
+
+
+__all__ = ["Export", "ExportResult", "prepare", "verify", "verify_source"]

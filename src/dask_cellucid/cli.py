@@ -274,7 +274,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
             print("error: give the output folder: dask-cellucid export INPUT OUT", file=sys.stderr)
             return 2
         out = args.out
-        from .adapters import parse_memory
+        from .options import parse_memory
 
         # a bad --max-memory is refused before the input's embedding is read
         args.max_memory = parse_memory(args.max_memory)
@@ -304,7 +304,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from .validation import validate
+    from .formats.folder.validate import validate
 
     report = validate(args.folder, storage_options=_storage_options(args.storage_option) or None)
     print(report)
@@ -312,7 +312,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from .verification import verify
+    from .api import verify
 
     report = verify(
         args.folder,

@@ -120,3 +120,106 @@ def gzip_member(data: bytes | memoryview, level: int, codec: str = "zlib") -> by
     body = _ENCODERS[codec][1](view, level)
     trailer = struct.pack("<II", crc32(view), view.nbytes & 0xFFFFFFFF)
     return b"".join((GZIP_HEADER, body, trailer))
+
+
+# -- reading: one gzip member, checked as strictly as the spec asks (section 1) --------
+def inflate(raw: bytes) -> tuple[bytes | None, list[str]]:
+    """Decompress a payload that must be one gzip member, and say what is wrong with it.
+
+    Returns the decompressed bytes (of every member, as ``gzip.decompress``
+    would, or None when they cannot be recovered) and a list of problems:
+    bad magic or method, truncation, CRC or ISIZE mismatch, more than one
+    member, trailing bytes.
+    """
+    problems: list[str] = []
+    out: list[bytes] = []
+    pos, members = 0, 0
+    while pos < len(raw):
+        if members and raw[pos : pos + 2] != b"\x1f\x8b":
+            problems.append(f"{len(raw) - pos} stray byte(s) after the gzip member")
+            break
+        data, pos, member_problems = _member(raw, pos)
+        members += 1
+        problems += member_problems
+        if data is None:
+            return (b"".join(out) if out else None), problems
+        out.append(data)
+    if members == 0:
+        problems.append("the file is empty")
+        return None, problems
+    if members > 1:
+        problems.append(
+            f"holds {members} gzip members; the format wants exactly one (the viewer's "
+            "length check reads only the last member's ISIZE)"
+        )
+    return b"".join(out), problems
+
+
+def _member(raw: bytes, pos: int) -> tuple[bytes | None, int, list[str]]:
+    """Parse the gzip member at ``pos``: ``(data, end, problems)``."""
+    start = pos
+    if len(raw) - pos < 18:
+        return (
+            None,
+            len(raw),
+            [f"{len(raw) - pos} byte(s) cannot be a gzip member (at least 18): truncated"],
+        )
+    if raw[pos : pos + 2] != b"\x1f\x8b":
+        return (
+            None,
+            len(raw),
+            [
+                "does not start with the gzip magic bytes 1f 8b "
+                f"(starts {raw[pos : pos + 2].hex()}); "
+                "a file ending in .gz must be gzip"
+            ],
+        )
+    if raw[pos + 2] != 8:
+        return None, len(raw), [f"gzip compression method {raw[pos + 2]} is not deflate (8)"]
+    flags = raw[pos + 3]
+    problems = []
+    if flags & 0xE0:
+        problems.append(f"gzip header has reserved flag bits set ({flags:#04x})")
+    pos += 10
+    try:
+        if flags & 0x04:  # FEXTRA
+            (xlen,) = struct.unpack_from("<H", raw, pos)
+            pos += 2 + xlen
+        for bit in (0x08, 0x10):  # FNAME, FCOMMENT: zero-terminated
+            if flags & bit:
+                pos = raw.index(b"\0", pos) + 1
+        if flags & 0x02:  # FHCRC
+            pos += 2
+    except (struct.error, ValueError):
+        return None, len(raw), [*problems, "the gzip header is truncated"]
+    d = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        data = d.decompress(raw[pos:])
+    except zlib.error as err:
+        return None, len(raw), [*problems, f"the deflate data is corrupt ({err})"]
+    if not d.eof:
+        return (
+            None,
+            len(raw),
+            [
+                *problems,
+                f"truncated: the deflate data of the gzip member at byte {start} ends early "
+                f"({len(raw)} bytes in the file); a partial upload or copy?",
+            ],
+        )
+    tail = d.unused_data
+    if len(tail) < 8:
+        return (
+            data,
+            len(raw),
+            [*problems, f"truncated: the 8-byte CRC-32/ISIZE trailer has only {len(tail)} byte(s)"],
+        )
+    crc, isize = struct.unpack_from("<II", tail)
+    if crc != zlib.crc32(data):
+        problems.append("the CRC-32 in the gzip trailer does not match the contents: corrupt")
+    if isize != len(data) & 0xFFFFFFFF:
+        problems.append(
+            f"the gzip ISIZE field says {isize} bytes but the member decompresses to "
+            f"{len(data)}; the viewer checks ISIZE and will refuse it"
+        )
+    return data, len(raw) - len(tail) + 8, problems

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse as sp
 
-from . import manifest as mf
-from .types import MANIFEST_NAME
+from .formats.folder import manifest as mf
+from .formats.folder.spec import DTYPES, MANIFEST_NAME, field_locations
 
 if TYPE_CHECKING:
     import os
@@ -61,22 +61,13 @@ def read_payloads(folder: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[
     """The manifest and every gene's raw (undecoded) payload, gunzipped by the stdlib."""
     root = Path(folder)
     doc = mf.loads((root / MANIFEST_NAME).read_bytes())
-    pattern = doc["_varSchema"]["pathPattern"]
-    dtype = np.dtype(
-        {"float32": "<f4", "uint8": "<u1", "uint16": "<u2"}[doc["_varSchema"]["dtype"]]
-    )
-    from .naming import sanitize_key
-
+    dtype = np.dtype(DTYPES[doc["_varSchema"]["dtype"]].numpy)
     out = {}
-    for field in doc["fields"]:
-        if "{key}" in pattern:
-            gid, rel = field[0], pattern.replace("{key}", sanitize_key(field[0]))
-        else:
-            gid, rel = field[1], pattern.replace("{index}", str(field[0]))
-        raw = (root / rel).read_bytes()
-        if rel.endswith(".gz"):
+    for loc in field_locations(doc):
+        raw = (root / loc.path).read_bytes()
+        if loc.path.endswith(".gz"):
             raw = gzip.decompress(raw)
-        out[gid] = np.frombuffer(raw, dtype)
+        out[loc.gene_id] = np.frombuffer(raw, dtype)
     return doc, out
 
 

@@ -1,50 +1,23 @@
-"""Small frozen records shared by the plan, the block tasks and the manifest.
+"""The format-neutral plan: which columns go out, in which blocks, under which options.
 
-They are plain dataclasses so they pickle cheaply to Dask workers and back.
+A plain frozen dataclass, so it pickles cheaply to Dask workers. What a format
+adds (file names, encodings) lives in its ``options``, a frozen dataclass of the
+format's own with a ``fingerprint_fields()`` method.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
-from dataclasses import asdict, dataclass
-from typing import Literal
-
-Layout = Literal["key", "index"]
-Rounding = Literal["nearest", "floor"]
-Bits = Literal[8, 16]
-
-VAR_DIR = "var"
-MANIFEST_NAME = "var_manifest.json"
-FORMAT = "compact_v1"
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 
-@dataclass(frozen=True, slots=True)
-class Encoding:
-    """How one gene's values become the bytes of its payload file."""
+class FormatOptions(Protocol):
+    """What a format keeps in a :class:`Plan`."""
 
-    bits: Bits | None
-    compression: int | None
-    rounding: Rounding = "nearest"
-    codec: str = "libdeflate"
-
-    @property
-    def ext(self) -> str:
-        return {None: "f32", 8: "u8", 16: "u16"}[self.bits]
-
-    @property
-    def dtype(self) -> str:
-        return {None: "float32", 8: "uint8", 16: "uint16"}[self.bits]
-
-    @property
-    def itemsize(self) -> int:
-        return {None: 4, 8: 1, 16: 2}[self.bits]
-
-    @property
-    def suffix(self) -> str:
-        """File-name ending after the gene's stem: ``.values.u8.gz`` and so on."""
-        return f".values.{self.ext}" + (".gz" if self.compression else "")
+    def fingerprint_fields(self) -> dict[str, Any]:
+        """What the bytes written depend on, beyond the plan's own fields (JSON-able)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,16 +27,15 @@ class Plan:
     Attributes
     ----------
     n_cells
-        Length of every payload vector.
+        Rows of the matrix: the length of every gene's vector.
     gene_ids
-        Identifiers written to the manifest, in export order.
+        Identifiers of the exported genes, in export order.
     source_columns
         For each exported gene, its column in the input matrix.
-    stems
-        For each exported gene, its file stem under ``var/`` (the sanitized id
-        in the ``key`` layout, the position in the ``index`` layout).
     block_sizes
         Genes per block task, in export order; they sum to ``len(gene_ids)``.
+    options
+        The format's own settings (see :class:`FormatOptions`).
     source_token
         A cheap digest of the input's values (or file stamps), so a resumed
         export never reuses blocks written from other data.
@@ -72,11 +44,8 @@ class Plan:
     n_cells: int
     gene_ids: tuple[str, ...]
     source_columns: tuple[int, ...]
-    stems: tuple[str, ...]
     block_sizes: tuple[int, ...]
-    encoding: Encoding
-    layout: Layout
-    var_gene_id_column: str | None
+    options: Any
     source_token: str = ""
 
     @property
@@ -91,48 +60,17 @@ class Plan:
             at += size
         return tuple(starts)
 
-    def payload_path(self, position: int) -> str:
-        """Path of gene ``position``'s payload, relative to the export root."""
-        return f"{VAR_DIR}/{self.stems[position]}{self.encoding.suffix}"
-
-    @property
-    def selects_all_in_order(self) -> bool:
-        return self.source_columns == tuple(range(len(self.source_columns)))
+    def blocks(self) -> list[tuple[int, int]]:
+        """``(start, size)`` of every block, in order."""
+        return list(zip(self.block_starts, self.block_sizes, strict=True))
 
     def fingerprint(self) -> str:
-        """A digest of what the bytes on disk depend on (not the block split)."""
+        """A digest of what the bytes written depend on (not the block split)."""
         what = {
             "n_cells": self.n_cells,
             "gene_ids": self.gene_ids,
             "source_columns": self.source_columns,
-            "stems": self.stems,
-            "encoding": asdict(self.encoding),
-            "layout": self.layout,
             "source": self.source_token,
+            **self.options.fingerprint_fields(),
         }
         return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:32]
-
-
-@dataclass(frozen=True, slots=True)
-class GeneEntry:
-    """What a block task learned about one gene; all the manifest needs.
-
-    ``lo``/``hi`` are the raw bounds over the gene's finite values (NaN when it
-    has none); how constant and empty genes are written is the layout's
-    business, decided in :mod:`dask_cellucid.manifest`.
-    """
-
-    position: int
-    gene_id: str
-    lo: float
-    hi: float
-    n_nonfinite: int
-    nbytes: int
-
-    @property
-    def has_finite(self) -> bool:
-        return not math.isnan(self.lo)
-
-    @property
-    def all_zero(self) -> bool:
-        return self.lo == 0.0 and self.hi == 0.0 and self.n_nonfinite == 0

@@ -17,24 +17,20 @@ from typing import Any
 from dask_cellucid.errors import UnsupportedInputError
 
 from ._anndata import (
-    default_max_memory,
     from_anndata,
     from_path,
     is_anndata,
-    parse_memory,
     read_obsm,
 )
 from ._backed import FileSource
 from ._base import Source
-from ._memory import _wrap
+from ._memory import memory_source
 
 __all__ = [
     "FileSource",
     "Source",
     "as_source",
-    "default_max_memory",
     "from_path",
-    "parse_memory",
     "read_obsm",
 ]
 
@@ -54,8 +50,8 @@ def as_source(
         Pick ``layers[layer]`` or ``raw.X`` of an AnnData input instead of
         ``X``. In-memory matrices take neither.
     max_memory
-        Bytes an out-of-core reader may hold at once (default: a quarter of
-        the machine's memory).
+        Bytes an out-of-core reader may hold at once, already parsed by
+        :func:`dask_cellucid.options.resolve_memory` (default: its default).
     """
     if is_anndata(obj):
         return from_anndata(obj, layer=layer, use_raw=use_raw, max_memory=max_memory)
@@ -69,4 +65,4 @@ def as_source(
         raise UnsupportedInputError(msg)
     if isinstance(obj, Source):
         return obj
-    return _wrap(obj)
+    return memory_source(obj)

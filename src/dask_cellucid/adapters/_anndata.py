@@ -16,42 +16,17 @@ import dask
 import numpy as np
 import pandas as pd
 
+from dask_cellucid import options
 from dask_cellucid.errors import InputShapeError, InvalidOptionError, UnsupportedInputError
 
 from ._backed import STRATEGIES, FileSource
 from ._files import detect_format, element_path, get, has, inspect_file, open_root
-from ._memory import _wrap
+from ._memory import memory_source
 
 if TYPE_CHECKING:
     from ._base import Source
 
 log = logging.getLogger(__name__)
-
-# Default budget for reading an input: this fraction of the machine's memory
-# (or of the container's limit, when that is lower).
-MEMORY_FRACTION = 0.25
-_FALLBACK_MEMORY = 16 * 2**30
-
-
-def total_memory() -> int:
-    """Physical memory, or the cgroup's memory limit when that is lower."""
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
-        total = _FALLBACK_MEMORY
-    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            with open(limit_file) as f:
-                text = f.read().strip()
-        except OSError:
-            continue
-        if text.isdigit():
-            total = min(total, int(text))
-    return int(total)
-
-
-def default_max_memory() -> int:
-    return int(total_memory() * MEMORY_FRACTION)
 
 
 def is_anndata(obj: Any) -> bool:
@@ -86,7 +61,7 @@ def from_path(
     fmt = detect_format(url)
     info = inspect_file(url, fmt, layer=layer, use_raw=use_raw, storage_options=storage_options)
     check_dtype(info.dtype, f"{info.ref.elem} in {url!r}")
-    budget = _check_budget(max_memory)
+    budget = options.resolve_memory(max_memory)
     return FileSource(
         None,
         var=info.var,
@@ -96,15 +71,6 @@ def from_path(
         strategy=_strategy(),  # type: ignore[arg-type]
         scratch_dir=dask.config.get("cellucid.scratch", None),
     )
-
-
-def _check_budget(max_memory: int | None) -> int:
-    if max_memory is None:
-        return default_max_memory()
-    if not (isinstance(max_memory, int | float) and max_memory > 0):
-        msg = f"max_memory={max_memory!r} must be a positive number of bytes or a size like '4GiB'."
-        raise InvalidOptionError(msg)
-    return int(max_memory)
 
 
 def check_dtype(dtype: np.dtype[Any], what: str) -> None:
@@ -160,7 +126,7 @@ def from_anndata(
             "read AnnData?). Pass adata.to_memory() or the file's path instead."
         )
         raise UnsupportedInputError(msg)
-    source = _wrap(matrix)
+    source = memory_source(matrix)
     source.description = f"{elem} of an in-memory AnnData ({source.description})"
     if source.shape[1] != len(var) and source.shape[0] == len(var):
         msg = (
@@ -195,20 +161,3 @@ def read_obsm(path: str, key: str) -> np.ndarray | None:
         )
         return None
     return coords
-
-
-def parse_memory(value: str | float | None) -> int | None:
-    """A memory size (``4GiB``, ``500MB``, bytes) as bytes; None stays None."""
-    if value is None:
-        return None
-    from dask.utils import parse_bytes
-
-    try:
-        n = parse_bytes(value)
-    except (ValueError, TypeError) as err:
-        msg = f"{value!r} is not a memory size; write it like 4GiB, 500MB or 2000000000."
-        raise InvalidOptionError(msg) from err
-    if n <= 0:
-        msg = f"memory size {value!r} must be more than zero, e.g. 4GiB."
-        raise InvalidOptionError(msg)
-    return int(n)

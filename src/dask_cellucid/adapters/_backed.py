@@ -126,7 +126,7 @@ class FileSource(Source):
 
     def data_token(self) -> str:
         """The stamps (sizes, modification times) of the file, or of the zarr element."""
-        from dask_cellucid.sink import Target
+        from dask_cellucid.storage import Target
 
         ref = self._info.ref
         target = Target.from_url(ref.url, ref.storage_options or None)

@@ -99,7 +99,7 @@ def open_root(
             import h5py
 
             if _is_url(url):
-                from dask_cellucid.sink import Target
+                from dask_cellucid.storage import Target
 
                 target = Target.from_url(url, opts)
                 with target.fs.open(target.root, "rb") as fobj, h5py.File(fobj, "r") as root:

@@ -304,7 +304,7 @@ def check_numeric(dtype: np.dtype[Any], what: str) -> None:
 
 
 @singledispatch
-def _wrap(obj: Any) -> Source:
+def memory_source(obj: Any) -> Source:
     """Wrap a matrix as a :class:`Source`; raise a clear error for anything else."""
     if sp.issparse(obj):  # scipy's sparse arrays and matrices share no single base class
         return _sparse(obj)
@@ -328,13 +328,13 @@ def _sparse(obj: Any) -> Source:
     return ScipySource(obj, description=f"scipy.sparse {obj.format} {obj.shape}")
 
 
-@_wrap.register
+@memory_source.register
 def _(obj: np.ndarray) -> Source:
     _check_matrix(obj)
     return NumpySource(obj, description=f"numpy {obj.dtype} {obj.shape}")
 
 
-@_wrap.register
+@memory_source.register
 def _(obj: da.Array) -> Source:
     _check_matrix(obj)
     if any(np.isnan(c) for c in obj.shape):

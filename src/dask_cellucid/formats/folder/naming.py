@@ -11,7 +11,8 @@ import unicodedata
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
-from .errors import GeneIdError
+from dask_cellucid.errors import GeneIdError
+from dask_cellucid.genes import duplicates, make_unique
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -36,48 +37,11 @@ def sanitize_key(gene_id: str) -> str:
     return _OUTSIDE_SAFE.sub("_", gene_id).strip("._")
 
 
-def make_unique(ids: Sequence[str], join: str = "-") -> list[str]:
-    """Rename repeated ids ``X, X-1, X-2, ...`` the way anndata does.
-
-    The first occurrence keeps its name; a generated name never reuses one
-    already present.
-    """
-    taken = set(ids)
-    seen: set[str] = set()
-    next_suffix: dict[str, int] = defaultdict(lambda: 1)
-    out = []
-    for name in ids:
-        if name not in seen:
-            seen.add(name)
-            out.append(name)
-            continue
-        k = next_suffix[name]
-        while f"{name}{join}{k}" in taken:
-            k += 1
-        new = f"{name}{join}{k}"
-        next_suffix[name] = k + 1
-        taken.add(new)
-        seen.add(new)
-        out.append(new)
-    return out
-
-
 def _listing(groups: Iterable[Iterable[str]]) -> str:
     groups = list(groups)
     shown = "; ".join(" / ".join(repr(g) for g in group) for group in groups[:_SHOW])
     more = f" (and {len(groups) - _SHOW} more)" if len(groups) > _SHOW else ""
     return shown + more
-
-
-def duplicates(ids: Sequence[str]) -> list[str]:
-    """Ids that occur more than once, in order of first repeat."""
-    seen: set[str] = set()
-    dup: dict[str, None] = {}
-    for name in ids:
-        if name in seen:
-            dup[name] = None
-        seen.add(name)
-    return list(dup)
 
 
 def resolve_ids(ids: Sequence[str], *, layout: str, make_names_unique: bool) -> list[str]:

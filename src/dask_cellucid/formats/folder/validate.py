@@ -14,9 +14,7 @@ import json
 import logging
 import math
 import os
-import struct
 import unicodedata
-import zlib
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,13 +22,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from dask_cellucid.codecs import inflate
+from dask_cellucid.storage import Target
+
 from . import kernels
 from . import manifest as mf
 from .dataset import CREATED_AT_PATTERN, DATASET_ID_PATTERN, IDENTITY_NAME, OBS_MANIFEST_NAME
 from .journal import JOURNAL_DIR
 from .naming import sanitize_key
-from .sink import Target
-from .types import FORMAT, MANIFEST_NAME, VAR_DIR, Layout
+from .spec import DTYPES, FORMAT, MANIFEST_NAME, VAR_DIR, Layout
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_DTYPES = {"float32": ("f32", "<f4", None), "uint8": ("u8", "<u1", 8), "uint16": ("u16", "<u2", 16)}
 _IDENTITY_REQUIRED = (
     "version",
     "id",
@@ -69,7 +68,7 @@ _SHOW = 10  # how many genes one summary line names
 _BATCH_BYTES = 64 * 2**20  # uncompressed payload bytes one validate batch holds
 # Bounds are float32 values written as JSON numbers; writers that take the
 # min/max in float64 differ from ours by float32 rounding.
-_BOUNDS_RTOL = 1e-6
+BOUNDS_RTOL = 1e-6
 
 
 # ----------------------------------------------------------------------------------------
@@ -132,114 +131,9 @@ class ValidationReport:
         return "\n".join(lines)
 
 
-def _names(ids: Sequence[str]) -> str:
+def names(ids: Sequence[str]) -> str:
     shown = ", ".join(repr(i) for i in ids[:_SHOW])
     return shown + (f" (and {len(ids) - _SHOW} more)" if len(ids) > _SHOW else "")
-
-
-# ----------------------------------------------------------------------------------------
-# gzip framing (spec section 1)
-# ----------------------------------------------------------------------------------------
-def inflate(raw: bytes) -> tuple[bytes | None, list[str]]:
-    """Decompress a payload that must be one gzip member, and say what is wrong with it.
-
-    Returns the decompressed bytes (of every member, as ``gzip.decompress``
-    would, or None when they cannot be recovered) and a list of problems:
-    bad magic or method, truncation, CRC or ISIZE mismatch, more than one
-    member, trailing bytes.
-    """
-    problems: list[str] = []
-    out: list[bytes] = []
-    pos, members = 0, 0
-    while pos < len(raw):
-        if members and raw[pos : pos + 2] != b"\x1f\x8b":
-            problems.append(f"{len(raw) - pos} stray byte(s) after the gzip member")
-            break
-        data, pos, member_problems = _member(raw, pos)
-        members += 1
-        problems += member_problems
-        if data is None:
-            return (b"".join(out) if out else None), problems
-        out.append(data)
-    if members == 0:
-        problems.append("the file is empty")
-        return None, problems
-    if members > 1:
-        problems.append(
-            f"holds {members} gzip members; the format wants exactly one (the viewer's "
-            "length check reads only the last member's ISIZE)"
-        )
-    return b"".join(out), problems
-
-
-def _member(raw: bytes, pos: int) -> tuple[bytes | None, int, list[str]]:
-    """Parse the gzip member at ``pos``: ``(data, end, problems)``."""
-    start = pos
-    if len(raw) - pos < 18:
-        return (
-            None,
-            len(raw),
-            [f"{len(raw) - pos} byte(s) cannot be a gzip member (at least 18): truncated"],
-        )
-    if raw[pos : pos + 2] != b"\x1f\x8b":
-        return (
-            None,
-            len(raw),
-            [
-                "does not start with the gzip magic bytes 1f 8b "
-                f"(starts {raw[pos : pos + 2].hex()}); "
-                "a file ending in .gz must be gzip"
-            ],
-        )
-    if raw[pos + 2] != 8:
-        return None, len(raw), [f"gzip compression method {raw[pos + 2]} is not deflate (8)"]
-    flags = raw[pos + 3]
-    problems = []
-    if flags & 0xE0:
-        problems.append(f"gzip header has reserved flag bits set ({flags:#04x})")
-    pos += 10
-    try:
-        if flags & 0x04:  # FEXTRA
-            (xlen,) = struct.unpack_from("<H", raw, pos)
-            pos += 2 + xlen
-        for bit in (0x08, 0x10):  # FNAME, FCOMMENT: zero-terminated
-            if flags & bit:
-                pos = raw.index(b"\0", pos) + 1
-        if flags & 0x02:  # FHCRC
-            pos += 2
-    except (struct.error, ValueError):
-        return None, len(raw), [*problems, "the gzip header is truncated"]
-    d = zlib.decompressobj(-zlib.MAX_WBITS)
-    try:
-        data = d.decompress(raw[pos:])
-    except zlib.error as err:
-        return None, len(raw), [*problems, f"the deflate data is corrupt ({err})"]
-    if not d.eof:
-        return (
-            None,
-            len(raw),
-            [
-                *problems,
-                f"truncated: the deflate data of the gzip member at byte {start} ends early "
-                f"({len(raw)} bytes in the file); a partial upload or copy?",
-            ],
-        )
-    tail = d.unused_data
-    if len(tail) < 8:
-        return (
-            data,
-            len(raw),
-            [*problems, f"truncated: the 8-byte CRC-32/ISIZE trailer has only {len(tail)} byte(s)"],
-        )
-    crc, isize = struct.unpack_from("<II", tail)
-    if crc != zlib.crc32(data):
-        problems.append("the CRC-32 in the gzip trailer does not match the contents: corrupt")
-    if isize != len(data) & 0xFFFFFFFF:
-        problems.append(
-            f"the gzip ISIZE field says {isize} bytes but the member decompresses to "
-            f"{len(data)}; the viewer checks ISIZE and will refuse it"
-        )
-    return data, len(raw) - len(tail) + 8, problems
 
 
 # ----------------------------------------------------------------------------------------
@@ -274,11 +168,11 @@ class ExportSchema:
         return self.n_cells * self.dtype.itemsize
 
 
-def _is_int(x: Any) -> bool:
+def is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def _is_number(x: Any) -> bool:
+def is_number(x: Any) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool)
 
 
@@ -333,7 +227,7 @@ def check_manifest(doc: Any) -> tuple[list[Problem], ExportSchema | None]:
     if "_format" in doc and doc["_format"] != FORMAT:
         bad(f"_format is {doc['_format']!r}, not {FORMAT!r}")
     n_cells = doc.get("n_points")
-    if not (_is_int(n_cells) and n_cells > 0):
+    if not (is_int(n_cells) and n_cells > 0):
         bad(f"n_points is {n_cells!r}; it must be the number of cells, a positive integer")
         n_cells = None
     if "var_gene_id_column" in doc and not (
@@ -341,10 +235,10 @@ def check_manifest(doc: Any) -> tuple[list[Problem], ExportSchema | None]:
     ):
         bad(f"var_gene_id_column is {doc['var_gene_id_column']!r}; it must be a string or null")
     compression = doc.get("compression")
-    if not (compression is None or (_is_int(compression) and 1 <= compression <= 9)):
+    if not (compression is None or (is_int(compression) and 1 <= compression <= 9)):
         bad(f"compression is {compression!r}; it must be a gzip level 1-9, or null when off")
     bits = doc.get("quantization")
-    if not (bits is None or (_is_int(bits) and bits in (8, 16))):
+    if not (bits is None or (is_int(bits) and bits in (8, 16))):
         bad(f"quantization is {bits!r}; it must be 8, 16 or null")
         bits = "invalid"
 
@@ -391,10 +285,10 @@ def _check_var_schema(
     if schema.get("kind", "continuous") != "continuous":
         bad(f"_varSchema.kind is {schema['kind']!r}, not 'continuous'")
     dtype = schema.get("dtype")
-    if dtype not in _DTYPES:
+    if dtype not in DTYPES:
         bad(f"_varSchema.dtype is {dtype!r}, not 'float32', 'uint8' or 'uint16'")
         return None
-    ext, _, dtype_bits = _DTYPES[dtype]
+    ext, dtype_bits = DTYPES[dtype].ext, DTYPES[dtype].bits
     if bits != "invalid" and dtype_bits != bits:
         bad(f"_varSchema.dtype {dtype!r} does not match quantization {bits!r}")
     if schema.get("ext") != ext:
@@ -433,7 +327,7 @@ def _check_bounds(
     gene: str, entry: list[Any], layout: Layout, bad: Callable[[str], None]
 ) -> tuple[float, float] | None:
     lo, hi = entry[-2], entry[-1]
-    if not (_is_number(lo) and _is_number(hi)):
+    if not (is_number(lo) and is_number(hi)):
         bad(f"gene {gene!r}: bounds {[lo, hi]!r} are not two numbers")
         return None
     lo, hi = float(lo), float(hi)
@@ -481,7 +375,7 @@ def _check_key_fields(
         distinct = list(dict.fromkeys(group))
         if len(distinct) > 1:
             bad(
-                f"gene ids {_names(distinct)} all become the file "
+                f"gene ids {names(distinct)} all become the file "
                 f"{pattern.replace('{key}', stem)}: one gene's payload overwrote the others'"
             )
     by_lower: dict[str, list[str]] = defaultdict(list)
@@ -491,7 +385,7 @@ def _check_key_fields(
         if len(stems) > 1:
             files = [pattern.replace("{key}", s) for s in stems]
             bad(
-                f"the files {_names(files)} differ only in letter case: on the "
+                f"the files {names(files)} differ only in letter case: on the "
                 "case-insensitive filesystems of macOS and Windows one replaces the other"
             )
     return genes
@@ -523,7 +417,7 @@ def _check_index_fields(
         if not isinstance(gene, str):
             bad(f"fields[{i}] has the name {gene!r}, not a string")
             continue
-        if not _is_int(index) or index != i:
+        if not is_int(index) or index != i:
             bad(
                 f"gene {gene!r} (fields[{i}]) has index {index!r}; indices must be exactly "
                 "0..N-1 in the order of fields"
@@ -535,7 +429,7 @@ def _check_index_fields(
         if any(unicodedata.category(c) == "Cc" for c in gene):
             bad(f"gene {gene!r} (fields[{i}]) holds control characters")
         bounds = _check_bounds(gene, entry, "index", bad) if quantized else None
-        path = pattern.replace("{index}", str(index)) if _is_int(index) else None
+        path = pattern.replace("{index}", str(index)) if is_int(index) else None
         genes.append(GeneFile(i, gene, path, bounds))
     _check_unique([g.gene_id for g in genes], bad)
     return genes
@@ -648,7 +542,7 @@ def _stray_files(target: Target, schema: ExportSchema) -> list[Problem]:
         Problem(
             f"{VAR_DIR}/",
             f"{len(stray)} file(s) no manifest entry names (left by an earlier export?): "
-            f"{_names(stray)}",
+            f"{names(stray)}",
         )
     ]
 
@@ -698,7 +592,7 @@ def check_identity(target: Target, doc: Any, var: Mapping[str, Any] | None) -> l
         for msg in _exact_keys(stats, "stats", _STATS_KEYS):
             bad(msg)
         n_cells = stats.get("n_cells")
-        if not (_is_int(n_cells) and n_cells > 0):
+        if not (is_int(n_cells) and n_cells > 0):
             bad(f"stats.n_cells is {n_cells!r}, not a positive integer")
             n_cells = None
         n_genes = stats.get("n_genes")
@@ -771,7 +665,7 @@ def _check_embeddings(
     if not (
         isinstance(dims, list)
         and dims
-        and all(_is_int(d) and d in (1, 2, 3) for d in dims)
+        and all(is_int(d) and d in (1, 2, 3) for d in dims)
         and dims == sorted(set(dims))
     ):
         return [
@@ -983,4 +877,4 @@ def validate(
     return report
 
 
-__all__ = ["Problem", "ValidationReport", "inflate", "validate"]
+__all__ = ["Problem", "ValidationReport", "validate"]

@@ -13,12 +13,13 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from .types import MANIFEST_NAME, VAR_DIR, GeneEntry, Plan
+from .spec import MANIFEST_NAME, VAR_DIR, GeneEntry
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from .sink import Target
+    from dask_cellucid.storage import Target
+    from dask_cellucid.types import Plan
 
 JOURNAL_DIR = ".dask-cellucid"
 _HEAD = f"{JOURNAL_DIR}/export.json"
@@ -88,7 +89,7 @@ def completed(target: Target, plan: Plan) -> dict[int, GeneEntry]:
             ok = (
                 0 <= e.position < plan.n_genes
                 and plan.gene_ids[e.position] == e.gene_id
-                and on_disk.get(plan.payload_path(e.position)) == e.nbytes
+                and on_disk.get(plan.options.payload_path(e.position)) == e.nbytes
             )
             if ok:
                 done[e.position] = e

@@ -12,9 +12,6 @@ import contextlib
 import json
 import logging
 import math
-import os
-import sys
-import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -22,27 +19,29 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from . import _graph, _progress, _scheduler, kernels
+from dask_cellucid.errors import GeneIdError
+from dask_cellucid.genes import make_unique
+from dask_cellucid.plan import block_sizes
+
+from . import kernels, naming
 from . import manifest as mf
-from .sink import Target
-from .types import MANIFEST_NAME, GeneEntry, Layout
-from .validation import (
-    _BOUNDS_RTOL,
+from .spec import MANIFEST_NAME, GeneEntry, Layout
+from .validate import (
+    BOUNDS_RTOL,
     ExportSchema,
     GeneFile,
     Problem,
-    _is_int,
-    _is_number,
-    _names,
     check_manifest,
     decode_file,
+    names,
     parse_json,
 )
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
-    from .adapters import Source
+    from dask_cellucid.storage import Target
+
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +83,7 @@ class GeneCheck:
         if self.bounds is None or self.expected_bounds is None:
             return True
         return all(
-            math.isclose(a, b, rel_tol=_BOUNDS_RTOL, abs_tol=1e-30)
+            math.isclose(a, b, rel_tol=BOUNDS_RTOL, abs_tol=1e-30)
             for a, b in zip(self.bounds, self.expected_bounds, strict=True)
         )
 
@@ -222,12 +221,11 @@ class VerifyReport:
         if self.missing:
             lines.append(
                 f"  - {len(self.missing)} gene(s) of the source are not in the export: "
-                f"{_names(self.missing)}"
+                f"{names(self.missing)}"
             )
         if self.extra:
             lines.append(
-                f"  - {len(self.extra)} exported gene(s) are not in the source: "
-                f"{_names(self.extra)}"
+                f"  - {len(self.extra)} exported gene(s) are not in the source: {names(self.extra)}"
             )
         if self.ok:
             lines.append("OK: every exported gene matches its source.")
@@ -314,10 +312,7 @@ def compare_gene(
 def _columns(block: Any) -> Callable[[int], np.ndarray]:
     """Column ``k`` of a block as a dense float32 vector, without scipy's fancy indexing."""
     if sp.issparse(block):
-        csc = sp.csc_matrix(block)  # a view when already CSC: copy before changing it
-        if not csc.has_canonical_format:
-            csc = csc.copy()
-            csc.sum_duplicates()
+        csc = kernels.canonical_csc(block)
         data = np.asarray(csc.data, dtype=np.float32)
         indices, indptr, n = csc.indices, csc.indptr, csc.shape[0]
 
@@ -376,34 +371,50 @@ def verify_block(block: Any, job: VerifyJob, target: Target) -> list[GeneCheck]:
     return out
 
 
-def verify_source(
+@dataclass
+class Verification:
+    """A planned verification: the report so far and one job per block of genes to compare.
+
+    Run ``block_task(block, job, target)`` on the source's column blocks
+    (``source_columns`` cut into ``block_sizes``), then :meth:`finish` with the
+    checks they return.
+    """
+
+    report: VerifyReport
+    target: Target
+    source_columns: list[int]
+    block_sizes: tuple[int, ...]
+    jobs: list[tuple[int, VerifyJob]]
+
+    block_task = staticmethod(verify_block)
+
+    @property
+    def n_genes(self) -> int:
+        return len(self.source_columns)
+
+    def finish(self, checks: list[GeneCheck]) -> VerifyReport:
+        self.report.genes = checks
+        return self.report
+
+
+def plan_verification(
     target: Target,
-    source: Source,
+    n_cells: int,
     gene_columns: Mapping[str, int],
     *,
+    genes_per_block: Callable[[int, int], int],
     expected: Sequence[str] | None = None,
     tolerance: float = 0.5,
-    genes_per_block: int | None = None,
-    scheduler: Any = None,
-    num_workers: int | None = None,
-    progress: bool | None = None,
-) -> VerifyReport:
-    """Compare an export with a :class:`~dask_cellucid.adapters.Source`, one task per block.
+    description: str = "source",
+) -> Verification:
+    """Read the manifest and plan the comparison of every gene it shares with the source.
 
-    ``gene_columns`` maps gene ids to their column in ``source``; ``expected``
+    ``gene_columns`` maps gene ids to their column in the source; ``expected``
     lists the genes the export should hold (default: every key of
-    ``gene_columns``). Blocks are sized as the export sizes them, unless
-    ``genes_per_block`` is given.
+    ``gene_columns``). ``genes_per_block(n_genes, payload_itemsize)`` sizes the
+    blocks. Problems with the manifest, or a source of another size, end up in
+    the report with no job to run.
     """
-    from . import plan as planning
-    from .errors import InvalidOptionError
-
-    if not (_is_number(tolerance) and tolerance >= 0):
-        msg = f"tolerance={tolerance!r} must be a number of steps >= 0 (0.5 for nearest rounding)."
-        raise InvalidOptionError(msg)
-    if genes_per_block is not None and not (_is_int(genes_per_block) and genes_per_block > 0):
-        msg = f"genes_per_block={genes_per_block!r} must be a positive integer."
-        raise InvalidOptionError(msg)
     raw = target.read(MANIFEST_NAME)
     if raw is None:
         msg = f"{target.url} has no {MANIFEST_NAME}: not a finished gene export."
@@ -415,24 +426,23 @@ def verify_source(
     bits = doc.get("quantization") if isinstance(doc, dict) else None
     report = VerifyReport(
         target.url,
-        getattr(source, "description", "source"),
+        description,
         float(tolerance),
         bits if bits in (8, 16) else None,
         problems=problems,
     )
+    empty = Verification(report, target, [], (), [])
     if schema is None:
-        return report
-    n_cells = source.shape[0]
+        return empty
     if schema.n_cells != n_cells:
         report.problems.append(
             Problem(
                 MANIFEST_NAME,
                 f"n_points is {schema.n_cells} but the source has {n_cells} cells: not an "
-                "export of "
-                "this matrix (or of another subset of its cells)",
+                "export of this matrix (or of another subset of its cells)",
             )
         )
-        return report
+        return empty
     exported = {g.gene_id for g in schema.genes}
     wanted = list(gene_columns) if expected is None else list(expected)
     report.missing = [g for g in dict.fromkeys(wanted) if g not in exported]
@@ -441,52 +451,28 @@ def verify_source(
     )
     compared = [g for g in schema.genes if g.gene_id in gene_columns]
     if not compared:
-        return report
-    per_block = genes_per_block or planning.genes_per_block(
-        n_cells,
-        len(compared),
-        source.bytes_per_value() + schema.dtype.itemsize + 16,
-        n_threads=num_workers or os.cpu_count() or 1,
-    )
-    sizes = tuple(min(per_block, len(compared) - s) for s in range(0, len(compared), per_block))
+        return empty
+    per_block = genes_per_block(len(compared), schema.dtype.itemsize)
+    sizes = block_sizes(len(compared), per_block)
     slim = ExportSchema(schema.layout, schema.n_cells, schema.bits, schema.gz, ())
     jobs, at = [], 0
-    for n in sizes:
-        jobs.append(VerifyJob(at, tuple(compared[at : at + n]), slim, float(tolerance)))
+    for i, n in enumerate(sizes):
+        jobs.append((i, VerifyJob(at, tuple(compared[at : at + n]), slim, float(tolerance))))
         at += n
-    x = source.column_blocks([gene_columns[g.gene_id] for g in compared], sizes)
-    log.info("verifying %d genes x %d cells in %d block tasks", len(compared), n_cells, len(jobs))
-    tasks = _graph.block_tasks(
-        x, verify_block, list(enumerate(jobs)), target, name=f"verify-{uuid.uuid4().hex[:8]}"
-    )
-    with _scheduler.resolve(scheduler, num_workers) as (local, client):
-        results = _progress.run(
-            tasks,
-            n_genes=len(compared),
-            initial=0,
-            scheduler=local,
-            client=client,
-            num_workers=num_workers,
-            desc="Verifying genes",
-            progress=sys.stderr.isatty() if progress is None else progress,
-        )
-    report.genes = [c for part in results for c in part]
-    return report
+    columns = [gene_columns[g.gene_id] for g in compared]
+    return Verification(report, target, columns, sizes, jobs)
 
 
-def _column_lookup(all_ids: Sequence[str], layout: Layout) -> tuple[dict[str, int], list[str]]:
+def column_lookup(all_ids: Sequence[str], layout: Layout) -> tuple[dict[str, int], list[str]]:
     """Gene id -> source column, also under the names ``make_unique`` would give.
 
     Also returns the ids a full export would hold (renamed as ``make_unique``
     renames them, when that is what it takes to export them).
     """
-    from . import naming
-    from .errors import GeneIdError
-
     lookup: dict[str, int] = {}
     for j, g in enumerate(all_ids):
         lookup.setdefault(g, j)
-    renamed = naming.make_unique(all_ids)
+    renamed = make_unique(all_ids)
     with contextlib.suppress(GeneIdError):
         renamed = naming.resolve_ids(renamed, layout=layout, make_names_unique=True)
     for j, g in enumerate(renamed):
@@ -494,119 +480,30 @@ def _column_lookup(all_ids: Sequence[str], layout: Layout) -> tuple[dict[str, in
     return lookup, renamed
 
 
-def verify(
-    path_or_url: str | os.PathLike[str] | Target,
-    source: Any,
-    var: Any = None,
-    *,
-    layer: str | None = None,
-    use_raw: bool = False,
-    var_gene_id_column: str | None = None,
-    gene_identifiers: Sequence[str] | None = None,
-    tolerance: float = 0.5,
-    genes_per_block: int | None = None,
-    scheduler: Any = None,
-    num_workers: int | None = None,
-    storage_options: Mapping[str, Any] | None = None,
-    progress: bool | None = None,
-) -> VerifyReport:
-    """Compare every exported gene with the source matrix, in parallel.
+def recorded_id_column(doc: Any) -> str | None:
+    """The ``var_gene_id_column`` a manifest records (None when absent or unreadable)."""
+    recorded = doc.get("var_gene_id_column") if isinstance(doc, dict) else None
+    return recorded if isinstance(recorded, str) else None
 
-    Reads the source as the export does (one Dask task per block of genes),
-    decodes each payload as the viewer does, and reports per gene the largest
-    error in quantization steps, genes whose values or bounds are wrong, NaN
-    mismatches, and genes missing from or extra to the export.
 
-    Parameters
-    ----------
-    path_or_url
-        The export folder (local path or fsspec URL).
-    source
-        What the export was made from: anything :func:`~dask_cellucid.prepare`
-        accepts as ``gene_expression``.
-    var
-        Gene metadata for a bare matrix (a DataFrame or a list of names);
-        taken from the source when it carries it.
-    layer, use_raw
-        Which matrix of an AnnData source, as for ``prepare``.
-    var_gene_id_column
-        Where gene ids come from; default: what the manifest records.
-    gene_identifiers
-        The genes the export should hold; default: every gene of ``var``.
-    tolerance
-        Largest accepted error in steps: 0.5 (the default) for exports rounded
-        to nearest; 1 accepts ``rounding="floor"`` (the reference writer's
-        truncation). float32 exports are compared bit for bit.
-    genes_per_block
-        Genes per task; by default sized as ``prepare`` sizes the export's.
-    scheduler, num_workers, progress
-        How to run, as for ``prepare``.
-    storage_options
-        fsspec options for ``path_or_url``.
-
-    Returns
-    -------
-    VerifyReport
-        ``.ok`` is True only when every gene is within ``tolerance`` with
-        the right bounds and missing cells, and no gene is missing or extra.
-    """
-    from . import api
-    from .adapters import as_source
-
-    target = (
-        path_or_url
-        if isinstance(path_or_url, Target)
-        else Target.from_url(path_or_url, storage_options)
-    )
-    src = as_source(source, layer=layer, use_raw=use_raw)
-    var_df = api._as_var(var) if var is not None else src.var
-    if var_df is None:
-        from .errors import InvalidOptionError
-
-        msg = (
-            "var is required with a bare matrix: pass var=adata.var (or the list of gene "
-            "names), one row per column of the source."
-        )
-        raise InvalidOptionError(msg)
-    api._check_alignment(var_df, src.shape)
-    doc: Any = {}
+def read_manifest_leniently(target: Target) -> dict[str, Any]:
+    """The manifest as a dict, or ``{}`` when it is missing or unreadable (reported later)."""
     raw = target.read(MANIFEST_NAME)
-    if raw is not None:
-        try:
-            doc = json.loads(raw)
-        except ValueError:
-            doc = {}  # verify_source reports it
-    if not isinstance(doc, dict):
-        doc = {}
-    column = var_gene_id_column
-    if column is None and isinstance(doc, dict):
-        recorded = doc.get("var_gene_id_column")
-        column = recorded if isinstance(recorded, str) else None
-    all_ids, _ = api.gene_ids_from_var(var_df, column)
-    layout: Layout = (
-        "index" if "{index}" in str((doc.get("_varSchema") or {}).get("pathPattern")) else "key"
-    )
-    lookup, full = _column_lookup(all_ids, layout)
-    if gene_identifiers is None:
-        expected = full
-    elif isinstance(gene_identifiers, str):
-        from .errors import InvalidOptionError
-
-        msg = f"gene_identifiers must be a list of gene ids, not the string {gene_identifiers!r}."
-        raise InvalidOptionError(msg)
-    else:
-        expected = [str(g) for g in gene_identifiers]
-    return verify_source(
-        target,
-        src,
-        lookup,
-        expected=expected,
-        tolerance=tolerance,
-        genes_per_block=genes_per_block,
-        scheduler=scheduler,
-        num_workers=num_workers,
-        progress=progress,
-    )
+    if raw is None:
+        return {}
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
-__all__ = ["GeneCheck", "VerifyReport", "verify", "verify_source"]
+__all__ = [
+    "GeneCheck",
+    "Verification",
+    "VerifyReport",
+    "column_lookup",
+    "plan_verification",
+    "read_manifest_leniently",
+    "recorded_id_column",
+]

@@ -14,10 +14,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse as sp
 
+from .spec import BY_BITS
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from .types import Bits, Rounding
+    from .spec import Bits, Rounding
 
 # Codes are computed in float64 over at most this many values at a time, so a
 # block's transient memory stays a small multiple of its payload size.
@@ -33,7 +35,19 @@ def max_code(bits: Bits) -> int:
 
 
 def code_dtype(bits: Bits | None) -> np.dtype[Any]:
-    return np.dtype({None: "<f4", 8: "<u1", 16: "<u2"}[bits])
+    """The payload dtype for ``bits`` (None: float32)."""
+    return np.dtype(BY_BITS[bits].numpy)
+
+
+def canonical_csc(block: Any) -> sp.csc_matrix:
+    """A sparse block as canonical CSC (sorted, no duplicates), never changing ``block``."""
+    # scipy's CSC constructor would drop a view's cached canonical flag and
+    # check it again (a pass over the block)
+    csc = block if block.format == "csc" else sp.csc_matrix(block)
+    if not csc.has_canonical_format:
+        csc = csc.copy()
+        csc.sum_duplicates()
+    return csc
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,12 +296,7 @@ def encode_block(
     100,000 cells x 100 genes).
     """
     if sp.issparse(block):
-        # scipy's CSC constructor would drop a view's cached canonical flag and
-        # check it again (a pass over the block)
-        csc = block if block.format == "csc" else sp.csc_matrix(block)
-        if not csc.has_canonical_format:
-            csc = csc.copy()
-            csc.sum_duplicates()
+        csc = canonical_csc(block)
         return encode_csc(
             csc.data,
             csc.indices,

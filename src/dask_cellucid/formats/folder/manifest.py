@@ -10,7 +10,10 @@ import json
 import math
 from typing import TYPE_CHECKING, Any
 
-from .types import FORMAT, VAR_DIR, Encoding, GeneEntry, Layout, Plan
+from .spec import FORMAT, VAR_DIR, Encoding, FolderOptions, GeneEntry, Layout, layout_of
+
+if TYPE_CHECKING:
+    from dask_cellucid.types import Plan
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -53,11 +56,12 @@ def var_schema(encoding: Encoding, layout: Layout) -> dict[str, Any]:
     return schema
 
 
-def _field(entry: GeneEntry, plan: Plan) -> list[Any]:
-    head: list[Any] = [entry.gene_id] if plan.layout == "key" else [entry.position, entry.gene_id]
-    if plan.encoding.bits is None:
+def _field(entry: GeneEntry, options: FolderOptions) -> list[Any]:
+    layout = options.layout
+    head: list[Any] = [entry.gene_id] if layout == "key" else [entry.position, entry.gene_id]
+    if options.encoding.bits is None:
         return head
-    return [*head, *(_json_number(b) for b in written_bounds(entry, plan.layout))]
+    return [*head, *(_json_number(b) for b in written_bounds(entry, layout))]
 
 
 def _json_number(x: float) -> float | int:
@@ -73,14 +77,15 @@ def build(plan: Plan, entries: Iterable[GeneEntry]) -> dict[str, Any]:
     if [e.position for e in ordered] != list(range(plan.n_genes)):
         msg = "block results do not cover every exported gene exactly once"
         raise AssertionError(msg)
+    options: FolderOptions = plan.options
     return {
         "_format": FORMAT,
         "n_points": plan.n_cells,
-        "var_gene_id_column": plan.var_gene_id_column,
-        "compression": plan.encoding.compression or None,
-        "quantization": plan.encoding.bits,
-        "_varSchema": var_schema(plan.encoding, plan.layout),
-        "fields": [_field(e, plan) for e in ordered],
+        "var_gene_id_column": options.var_gene_id_column,
+        "compression": options.encoding.compression or None,
+        "quantization": options.encoding.bits,
+        "_varSchema": var_schema(options.encoding, options.layout),
+        "fields": [_field(e, options) for e in ordered],
     }
 
 
@@ -99,7 +104,4 @@ def loads(raw: bytes | str) -> dict[str, Any]:
     return json.loads(raw, parse_constant=_refuse)
 
 
-def layout_of(manifest: Mapping[str, Any]) -> Layout:
-    """``key`` or ``index``, read off the manifest's path pattern."""
-    pattern = manifest["_varSchema"]["pathPattern"]
-    return "index" if "{index}" in pattern else "key"
+__all__ = ["MANIFEST_KEYS", "build", "dumps", "layout_of", "loads", "var_schema", "written_bounds"]

@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from dask_cellucid.errors import GeneIdError
+from dask_cellucid.storage import Target
+
 from . import kernels
 from . import manifest as mf
-from .errors import GeneIdError
-from .naming import sanitize_key
-from .sink import Target
-from .types import MANIFEST_NAME, VAR_DIR
+from .spec import DTYPES, MANIFEST_NAME, VAR_DIR, field_locations
 
 if TYPE_CHECKING:
     import os
@@ -38,16 +38,9 @@ def read_manifest(
 
 def _locations(doc: Mapping[str, Any]) -> dict[str, tuple[str, list[Any]]]:
     """Gene id -> (payload path, bounds) for every field; the first wins on a repeat."""
-    layout = mf.layout_of(doc)
-    pattern = doc["_varSchema"]["pathPattern"]
     out: dict[str, tuple[str, list[Any]]] = {}
-    for field in doc["fields"]:
-        if layout == "key":
-            gene, stem, bounds = field[0], sanitize_key(field[0]), field[1:]
-            rel = pattern.replace("{key}", stem)
-        else:
-            gene, rel, bounds = field[1], pattern.replace("{index}", str(field[0])), field[2:]
-        out.setdefault(gene, (rel, bounds))
+    for loc in field_locations(doc):
+        out.setdefault(loc.gene_id, (loc.path, list(loc.bounds)))
     return out
 
 
@@ -65,7 +58,7 @@ def decode_payload(
     if gz:
         raw = gzip.decompress(raw)
     schema = doc["_varSchema"]
-    dtype = np.dtype({"float32": "<f4", "uint8": "<u1", "uint16": "<u2"}[schema["dtype"]])
+    dtype = np.dtype(DTYPES[schema["dtype"]].numpy)
     codes = np.frombuffer(raw, dtype=dtype)
     if codes.size != doc["n_points"]:
         msg = f"payload holds {codes.size} values, the manifest says n_points={doc['n_points']}"

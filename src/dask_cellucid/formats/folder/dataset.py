@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import codecs
-from .errors import InputShapeError, InvalidOptionError
-from .types import FORMAT, Encoding, Layout
+from dask_cellucid import codecs
+from dask_cellucid.errors import InputShapeError, InvalidOptionError
+
+from .spec import FORMAT, Encoding, Layout
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

@@ -1,0 +1,354 @@
+"""Where the bytes go: an fsspec URL and the few operations a writer needs.
+
+The only module that imports fsspec. A :class:`Target` is a small picklable
+description (URL + ``storage_options``); the filesystem object is built inside
+each process that uses it (fsspec caches one instance per process and drops
+the cache after a fork), so forked or spawned workers never share an async
+client. It knows no output format: writers name their own files.
+
+On a local disk the writes go through :mod:`._local` (atomic documents,
+payloads flushed per block). On object storage a block's files go out as one
+bulk write: on an async filesystem (s3fs, gcsfs, adlfs) all its PUTs run
+concurrently on one connection pool, and only the ones that failed with a
+transient error are retried, with exponential backoff (:mod:`._retry`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import posixpath
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+from fsspec.asyn import AsyncFileSystem, _run_coros_in_chunks, sync
+from fsspec.implementations.local import LocalFileSystem
+from fsspec.utils import get_protocol
+
+from dask_cellucid.errors import InvalidOptionError
+
+from ._local import background_flush, flush_now, unlink_quietly, write_atomically, write_in_place
+from ._retry import write_with_retries
+
+# Objects must not carry Content-Encoding: gzip (the browser would inflate them
+# before the viewer does); see spec section 1.
+CONTENT_TYPE = "application/octet-stream"
+#: Manifests and other JSON documents.
+JSON_CONTENT_TYPE = "application/json"
+
+#: Connections per process to S3 when ``storage_options`` leave it unset
+#: (botocore's default is 10). One block's bulk write runs this many PUTs at once.
+DEFAULT_POOL = 64
+#: Attempts of one object write before giving up (on top of the client library's own).
+
+_S3 = frozenset({"s3", "s3a"})
+_USERINFO = re.compile(r"(://)[^/@]*@")
+# what fsspec implementations call a file's last change (local, S3, GCS, Azure...)
+_STAMP_KEYS = ("mtime", "LastModified", "ETag", "etag", "updated", "last_modified", "created")
+
+
+@dataclass(frozen=True)
+class Target:
+    """An export root: a local path or any fsspec URL, plus its storage options.
+
+    ``storage_options`` (credentials, ``endpoint_url``, ``client_kwargs``,
+    ``config_kwargs``...) go to :func:`fsspec.url_to_fs` unchanged, except that
+    S3 gets a connection pool of :data:`DEFAULT_POOL` when none is set. They are
+    never shown: not by ``repr``, not in logs or errors.
+    """
+
+    url: str
+    storage_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_url(
+        cls, url: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None
+    ) -> Target:
+        """A target for ``url``; local paths are made absolute.
+
+        Raises
+        ------
+        InvalidOptionError
+            ``storage_options`` given with a local path, or not a mapping.
+        """
+        url = os.fspath(url)
+        if storage_options is not None and not isinstance(storage_options, Mapping):
+            msg = (
+                f"storage_options must be a dict of fsspec options, got "
+                f"{type(storage_options).__name__}."
+            )
+            raise InvalidOptionError(msg)
+        if storage_options and "://" not in url:
+            msg = (
+                f"storage_options were given for the local path {url!r}; drop them, or give a "
+                "URL such as 's3://bucket/prefix'."
+            )
+            raise InvalidOptionError(msg)
+        if "://" not in url:
+            url = os.path.abspath(os.path.expanduser(url))
+        options = dict(storage_options or {})
+        if get_protocol(url) in _S3:
+            config = dict(options.get("config_kwargs") or {})
+            config.setdefault("max_pool_connections", DEFAULT_POOL)
+            options["config_kwargs"] = config
+        return cls(url.rstrip("/") or "/", options)
+
+    @property
+    def display_url(self) -> str:
+        """The URL with any ``user:password@`` part removed: safe for logs and errors."""
+        return _USERINFO.sub(r"\1", self.url)
+
+    def __repr__(self) -> str:  # never show credentials
+        return f"Target({self.display_url!r})"
+
+    # -- the filesystem, built where it is used ---------------------------------
+    def _fs_root(self) -> tuple[Any, str]:
+        # fsspec returns the process's cached instance for the same arguments
+        # (and a fresh one after a fork), so this is cheap after the first call.
+        fs, root = fsspec.url_to_fs(self.url, **self.storage_options)
+        return fs, root.rstrip("/")
+
+    @property
+    def fs(self) -> Any:
+        return self._fs_root()[0]
+
+    @property
+    def root(self) -> str:
+        return self._fs_root()[1]
+
+    @property
+    def is_local(self) -> bool:
+        return isinstance(self.fs, LocalFileSystem)
+
+    @property
+    def pool_size(self) -> int:
+        """Concurrent requests of one bulk write."""
+        config = self.storage_options.get("config_kwargs") or {}
+        return max(1, int(config.get("max_pool_connections", DEFAULT_POOL)))
+
+    def path(self, rel: str) -> str:
+        return posixpath.join(self.root, rel) if rel else self.root
+
+    # -- reads --------------------------------------------------------------------
+    def read(self, rel: str) -> bytes | None:
+        """The file's bytes, or None if there is no such file."""
+        try:
+            return self.fs.cat_file(self.path(rel))  # type: ignore[no-any-return]
+        except FileNotFoundError:
+            return None
+
+    def read_many(self, rels: list[str]) -> dict[str, bytes | None]:
+        """Several small files at once (concurrently on object storage).
+
+        A missing file maps to None; any other error is raised.
+        """
+        fs, root = self._fs_root()
+        paths = [posixpath.join(root, rel) for rel in rels]
+        if isinstance(fs, AsyncFileSystem) and len(paths) > 1:
+            out = sync(fs.loop, _gather, [fs._cat_file(p) for p in paths], self.pool_size)
+        else:
+            out = []
+            for p in paths:
+                try:
+                    out.append(fs.cat_file(p))
+                except FileNotFoundError as err:
+                    out.append(err)
+        failed = next(
+            (
+                v
+                for v in out
+                if isinstance(v, BaseException) and not isinstance(v, FileNotFoundError)
+            ),
+            None,
+        )
+        if failed is not None:
+            raise failed
+        return {
+            rel: (None if isinstance(v, BaseException) else v)
+            for rel, v in zip(rels, out, strict=True)
+        }
+
+    def exists(self, rel: str) -> bool:
+        fs = self.fs
+        path = self.path(rel)
+        fs.invalidate_cache(path)  # another process may have written it since
+        return bool(fs.exists(path))
+
+    def sizes(self, prefix: str) -> dict[str, int]:
+        """Sizes of the files under ``prefix``, keyed by path relative to the root.
+
+        Always a fresh listing: other processes (workers, an earlier run) may
+        have written since this process last looked.
+        """
+        fs, root = self._fs_root()
+        base = posixpath.join(root, prefix)
+        fs.invalidate_cache(base)
+        try:
+            found = fs.find(base, detail=True)
+        except FileNotFoundError:
+            return {}
+        n = len(root) + 1
+        return {
+            p[n:] if p.startswith(root + "/") else p: int(info["size"]) for p, info in found.items()
+        }
+
+    def stamp(self, rel: str = "") -> str:
+        """A digest of the names, sizes and modification stamps stored at ``rel``.
+
+        For a file, its own; for a folder (a zarr store), every file under it.
+        It changes when the data is rewritten, so an export can tell that its
+        input changed without reading it.
+        """
+        fs, root = self._fs_root()
+        path = posixpath.join(root, rel) if rel else root
+        info = fs.info(path)
+        found = fs.find(path, detail=True).values() if info["type"] == "directory" else [info]
+        digest = hashlib.sha256()
+        for entry in sorted(found, key=lambda e: str(e["name"])):
+            when = next((entry[k] for k in _STAMP_KEYS if entry.get(k) is not None), None)
+            digest.update(f"{entry['name']}|{entry.get('size')}|{when}\n".encode())
+        return digest.hexdigest()[:24]
+
+    # -- writes -------------------------------------------------------------------
+    def prepare(self, *dirs: str) -> None:
+        """Create the root (and ``dirs`` under it) where a filesystem needs directories.
+
+        On a local filesystem, also remove temporary files that a killed writer
+        left in them (they are never named by anything).
+        """
+        fs, root = self._fs_root()
+        if isinstance(fs, LocalFileSystem):
+            fs.makedirs(root, exist_ok=True)
+            for rel in dirs:
+                where = posixpath.join(root, rel)
+                fs.makedirs(where, exist_ok=True)
+                for name in os.listdir(where):
+                    if name.startswith(".") and name.endswith(".tmp"):
+                        unlink_quietly(posixpath.join(where, name))
+
+    def write(self, files: Mapping[str, Any], *, atomic: bool = True) -> None:
+        """Write several files, durably; one bulk request on object storage.
+
+        Transient failures (throttling, server errors, dropped connections) are
+        retried per object with exponential backoff.
+
+        Parameters
+        ----------
+        files
+            Bytes (or byte views) by path relative to the root.
+        atomic
+            On a local filesystem, make each file appear whole or not at all
+            (temporary name, then rename). ``False`` writes in place, which
+            saves a rename, an extra open and a directory entry per file: for
+            payloads that nothing names until a later, atomic document does.
+            Either way every file is on disk (flushed) when this returns.
+
+        Raises
+        ------
+        StorageError
+            Some object could still not be written after :data:`ATTEMPTS` tries.
+        """
+        if not files:
+            return
+        fs, root = self._fs_root()
+        if isinstance(fs, LocalFileSystem):
+            local = {posixpath.join(root, rel): data for rel, data in files.items()}
+            if atomic:
+                write_atomically(local)
+            else:
+                flush_now(write_in_place(list(local), local.values()))
+            return
+        pending = {posixpath.join(root, rel): data for rel, data in files.items()}
+        if isinstance(fs, AsyncFileSystem):
+            limit = self.pool_size
+
+            def put(batch: dict[str, bytes]) -> list[Any]:
+                coros = [fs._pipe_file(p, d, **_put_options(fs, p)) for p, d in batch.items()]
+                return sync(fs.loop, _gather, coros, limit)  # type: ignore[no-any-return]
+        else:
+
+            def put(batch: dict[str, bytes]) -> list[Any]:
+                out: list[Any] = []
+                for p, d in batch.items():
+                    try:
+                        fs.pipe_file(p, d, **_put_options(fs, p))
+                        out.append(None)
+                    except Exception as err:
+                        out.append(err)
+                return out
+
+        write_with_retries(put, pending, where=self.display_url)
+
+    def write_payloads(
+        self,
+        paths: Sequence[str],
+        payloads: Iterable[Any],
+        then: Callable[[], None],
+        *,
+        flush_group: str | None = None,
+    ) -> None:
+        """Write payloads in place, make them durable, then call ``then``.
+
+        On a local filesystem each payload is written before the next is
+        drawn, so an iterator may hand out views of one reused buffer;
+        elsewhere they are gathered into one bulk write, and must be
+        independent bytes. ``then`` (a block's journal record) runs only
+        once the payloads are on disk. With a ``flush_group``, on a local
+        Linux filesystem, the flush and ``then`` are left to this process's
+        background flush thread, so the caller goes on encoding while the
+        disk catches up; blocks that pile up are flushed together.
+        :func:`await_flushes` waits for a group's flushes and raises what
+        failed. Otherwise, or for a few files, both happen before this
+        returns.
+        """
+        fs, root = self._fs_root()
+        if not isinstance(fs, LocalFileSystem):
+            self.write(dict(zip(paths, payloads, strict=True)), atomic=False)
+            then()
+            return
+        opened = write_in_place([posixpath.join(root, rel) for rel in paths], payloads)
+        if opened is not None and flush_group is not None:
+            background_flush().submit(flush_group, opened, then)
+            return
+        flush_now(opened)
+        then()
+
+    def remove(self, rel: str) -> None:
+        """Delete a file if it exists."""
+        fs = self.fs
+        path = self.path(rel)
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm_file(path)
+        fs.invalidate_cache(path)
+
+    def remove_tree(self, rel: str) -> None:
+        """Delete everything under ``rel`` (a no-op if there is nothing)."""
+        fs = self.fs
+        path = self.path(rel)
+        fs.invalidate_cache(path)
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+        fs.invalidate_cache(path)
+
+
+async def _gather(coros: list[Any], limit: int) -> list[Any]:
+    """Run coroutines, at most ``limit`` at once; exceptions are returned, not raised."""
+    return await _run_coros_in_chunks(  # type: ignore[no-any-return]
+        coros, batch_size=limit, return_exceptions=True, nofiles=True
+    )
+
+
+def _put_options(fs: Any, path: str) -> dict[str, Any]:
+    # An explicit type, and never a Content-Encoding: the .gz suffix alone says
+    # gzip, and the viewer inflates it itself (spec section 1).
+    ctype = JSON_CONTENT_TYPE if path.endswith(".json") else CONTENT_TYPE
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    if _S3 & set(protocols):
+        return {"ContentType": ctype}
+    if {"gs", "gcs"} & set(protocols):
+        return {"content_type": ctype}
+    return {}
