@@ -77,8 +77,8 @@ def _client_class() -> Any:
     return Client
 
 
-def check(scheduler: Any) -> None:
-    """Refuse a ``scheduler=`` value that :func:`resolve` would not understand.
+def check(scheduler: Any, num_workers: Any = None) -> None:
+    """Refuse ``scheduler=`` or ``num_workers=`` values :func:`resolve` would not understand.
 
     Cheap and side-effect free (it connects to nothing), so an export can call
     it before it writes anything.
@@ -89,6 +89,12 @@ def check(scheduler: Any) -> None:
         Not a known name, address, Client or cluster; or ``distributed`` is
         needed but not installed.
     """
+    if num_workers is not None and not (type(num_workers) is int and num_workers > 0):
+        msg = (
+            f"num_workers={num_workers!r} must be a positive whole number (threads or "
+            "processes; workers of a LocalCluster), or None for one per core."
+        )
+        raise InvalidOptionError(msg)
     _kind(scheduler)
 
 

@@ -180,6 +180,7 @@ def prepare(
     if verify and not compute:
         msg = "verify=True needs compute=True; after execute(), call dask_cellucid.verify()."
         raise InvalidOptionError(msg)
+    _scheduler.check(scheduler, num_workers)
     encoding = Encoding(
         bits=bits, compression=level, rounding=rounding, codec=codecs.resolve_codec(codec)
     )
@@ -390,7 +391,7 @@ def verify_source(
     own, so one call starts one cluster), else on ``scheduler``.
     """
     if compute is None:
-        _scheduler.check(scheduler)
+        _scheduler.check(scheduler, num_workers)
         with _scheduler.resolve(scheduler, num_workers) as where:
             return verify_source(
                 target,

@@ -101,7 +101,7 @@ class Export:
         follows it in the same call (a verification): one cluster, started
         before the first write, so a cluster that cannot start leaves nothing.
         """
-        _scheduler.check(scheduler)
+        _scheduler.check(scheduler, num_workers)
         self.writer.check()
         with _scheduler.resolve(scheduler, num_workers) as compute:
             yield compute

@@ -12,6 +12,7 @@ import warnings
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 import pandas as pd
 
 from .errors import ExportWarning, GeneIdError, InputShapeError, InvalidOptionError
@@ -22,12 +23,50 @@ if TYPE_CHECKING:
 
 def as_var(var: Any) -> pd.DataFrame | None:
     """``var`` as a DataFrame (a list of gene names becomes its index)."""
-    if var is None or isinstance(var, pd.DataFrame):
+    if var is None:
+        return None
+    if isinstance(var, pd.DataFrame):
+        if isinstance(var.index, pd.MultiIndex):
+            msg = (
+                f"var has a MultiIndex ({var.index.nlevels} levels); gene ids must be one "
+                "level. Pass var.reset_index() and var_gene_id_column= naming the id column."
+            )
+            raise InvalidOptionError(msg)
         return var
+    if isinstance(var, set | frozenset | dict):
+        msg = (
+            f"var is a {type(var).__name__}, which has no fixed order; pass a list of gene "
+            "names in the order of the matrix's columns, or a DataFrame."
+        )
+        raise InvalidOptionError(msg)
     if isinstance(var, pd.Index | pd.Series | list | tuple) or hasattr(var, "__array__"):
-        return pd.DataFrame(index=pd.Index([str(v) for v in var]))
+        return pd.DataFrame(index=pd.Index(id_strings(list(var), "var")))
     msg = f"var must be a pandas DataFrame (or a list of gene names), got {type(var).__name__}."
     raise InvalidOptionError(msg)
+
+
+def id_strings(values: Sequence[Any], where: str) -> list[str]:
+    """Gene ids as strings: bytes are decoded, missing values (None, NaN) refused.
+
+    ``str()`` would turn ``None`` into the gene ``"None"``, ``nan`` into
+    ``"nan"`` and ``b"A"`` into ``"b'A'"``: ids that look fine and are wrong.
+    """
+    out = []
+    for k, v in enumerate(values):
+        if isinstance(v, bytes | bytearray | np.bytes_):
+            try:
+                v = bytes(v).decode("utf-8")
+            except UnicodeDecodeError as err:
+                msg = f"gene id {v!r} in {where} (position {k}) is not UTF-8 text."
+                raise GeneIdError(msg) from err
+        elif v is None or (isinstance(v, float | np.floating) and np.isnan(v)) or v is pd.NA:
+            msg = (
+                f"gene id at position {k} of {where} is missing ({v!r}); every gene needs an "
+                "id. Fill it in, or drop that gene."
+            )
+            raise GeneIdError(msg)
+        out.append(str(v))
+    return out
 
 
 def var_for(var: Any, own: pd.DataFrame | None, shape: tuple[int, int]) -> pd.DataFrame:
@@ -76,7 +115,7 @@ def gene_ids_from_var(
             f"row {int(missing.argmax())}. Fill them, or choose another var_gene_id_column."
         )
         raise GeneIdError(msg)
-    return [str(v) for v in values], recorded
+    return id_strings(list(values), "var"), recorded
 
 
 def check_alignment(var: pd.DataFrame, shape: tuple[int, int]) -> None:
@@ -126,7 +165,15 @@ def requested_ids(gene_identifiers: Any) -> list[str] | None:
     if isinstance(gene_identifiers, str | bytes):
         msg = f"gene_identifiers must be a list of gene ids, not the string {gene_identifiers!r}."
         raise InvalidOptionError(msg)
-    return [str(g) for g in gene_identifiers]
+    if isinstance(gene_identifiers, set | frozenset | dict):
+        # a set's order changes from one process to the next: so would the export
+        msg = (
+            f"gene_identifiers is a {type(gene_identifiers).__name__}, which has no fixed "
+            "order, and the export follows the order given. Pass a list, e.g. "
+            "sorted(gene_identifiers)."
+        )
+        raise InvalidOptionError(msg)
+    return id_strings(list(gene_identifiers), "gene_identifiers")
 
 
 def select_genes(

@@ -136,7 +136,7 @@ def _csr_column_blocks(
     A whole ``tocsc()`` would hold a second copy of the matrix and run serially
     before the first task. Instead the matrix is converted in a few column
     groups; a group's blocks are views of its CSC arrays. The graph is written
-    directly (``dask.delayed`` and ``concatenate`` cost 1-2 ms a task, serially).
+    directly (``dask.delayed`` and ``concatenate`` cost a few ms a task, serially).
     """
     name, source, layer = _new_layer("cellucid-csr", x)
     starts = _block_starts(block_sizes)
@@ -166,12 +166,8 @@ def _csr_column_blocks(
 
 # CSR inputs are converted in at most this many column groups, in parallel by
 # the tasks: a group holds about 1/10 of the matrix (two or three at a time),
-# against a whole second copy for one tocsc(). With the row-start table a
-# group costs its own entries plus a visit to every row, so fewer groups cost
-# less. On the benchmark's M dataset (100k x 2k, 8 %, 20 blocks), 3 sets of
-# 5-8 interleaved runs: 10 groups 1.81-1.94 s, 5.4-5.9 process CPU-s, 311-331 MiB
-# peak RSS; 20 groups 1.90-2.13 s, 5.7-6.3 CPU-s, 291-293 MiB. The
-# reference writer peaks at 344 MiB.
+# against a whole second copy for one tocsc(); fewer groups cost less CPU, more
+# cost less memory (measured trade-off: benchmarks/README.md).
 _CSR_GROUPS = 10
 # Stored values per task of the row-start table, and per step inside one.
 _TABLE_PART_VALUES = 1 << 22

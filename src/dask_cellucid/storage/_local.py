@@ -55,13 +55,10 @@ def write_in_place(paths: Sequence[str], payloads: Iterable[Any]) -> list[tuple[
 
     On Linux a batch of files is written and closed, then flushed by one
     ``syncfs`` of their filesystem: one flush for the whole block instead of
-    one per file (measured on this project's ext4 disk, 2,000 files
-    of 13 KB on 2 threads: 0.27 s against 0.52 s with per-file fsyncs from a
-    pool, and 0.85 s with fsyncs in line). That flush is left to the caller:
-    the descriptors to pass to :func:`_syncfs_and_close` are returned.
-    Elsewhere, or for a few files, each file is fsynced on its own descriptor
-    (no temporary name, second open or rename: 0.4 s less on M than the atomic
-    path) before this returns None.
+    one per file. That flush is left to the caller: the descriptors to pass to
+    :func:`_syncfs_and_close` are returned. Elsewhere, or for a few files, each
+    file is fsynced on its own descriptor (no temporary name, second open or
+    rename) before this returns None. Measurements: benchmarks/README.md.
     """
     if _syncfs is not None and len(paths) >= _SYNCFS_MIN_FILES:
         return _write_and_close(paths, payloads)
@@ -250,8 +247,7 @@ def await_flushes(group: str) -> None:
         flush.wait(group)
 
 
-# fsyncs in flight at once: the device merges them (measured on this project's
-# disk: 1,000 one after another 2.1 s, eight at a time 0.1 s).
+# fsyncs in flight at once: the device merges them (benchmarks/README.md).
 _FSYNC_THREADS = 8
 # Written files waiting for their fsync, per process: bounds open descriptors
 # whatever the block size and thread count (a block can hold thousands of genes).

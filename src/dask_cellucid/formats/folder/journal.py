@@ -10,6 +10,7 @@ The journal is removed once the manifest is written.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import TYPE_CHECKING
 
@@ -38,9 +39,35 @@ def read_fingerprint(target: Target) -> str | None:
 
 
 def begin(target: Target, plan: Plan) -> None:
-    """Record which plan is being written, before its first payload."""
-    head = {"tool": "dask-cellucid", "fingerprint": plan.fingerprint(), "n_genes": plan.n_genes}
+    """Record which plan is being written, before its first payload.
+
+    Besides the fingerprint (all that resuming needs), the head records the
+    input's token and a digest of everything else, so that a refusal to resume
+    can say which of the two differs.
+    """
+    head = {
+        "tool": "dask-cellucid",
+        "fingerprint": plan.fingerprint(),
+        "n_genes": plan.n_genes,
+        "source": plan.source_token,
+        "settings": settings_digest(plan),
+    }
     target.write({_HEAD: json.dumps(head).encode()})
+
+
+def read_head(target: Target) -> dict[str, object]:
+    """The journal's head as a dict (empty when absent or unreadable)."""
+    raw = target.read(_HEAD)
+    try:
+        head = json.loads(raw) if raw is not None else {}
+    except ValueError:
+        return {}
+    return head if isinstance(head, dict) else {}
+
+
+def settings_digest(plan: Plan) -> str:
+    """The plan's fingerprint without the input's token: genes, names and settings."""
+    return dataclasses.replace(plan, source_token="").fingerprint()
 
 
 def block_record(

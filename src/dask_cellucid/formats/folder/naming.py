@@ -70,6 +70,33 @@ def resolve_ids(ids: Sequence[str], *, layout: str, make_names_unique: bool) -> 
     return _resolve_key_collisions(ids, make_names_unique=make_names_unique)
 
 
+#: The longest file name (bytes) on the common filesystems (ext4, APFS, NTFS, XFS).
+MAX_FILE_NAME = 255
+
+
+def check_file_name_lengths(ids: Sequence[str], stems: Sequence[str], suffix: str) -> None:
+    """Refuse ids whose payload file name would be too long for a filesystem.
+
+    Raises
+    ------
+    GeneIdError
+        Naming every such id, before anything is written.
+    """
+    long = [
+        i
+        for i, stem in zip(ids, stems, strict=True)
+        if len((stem + suffix).encode()) > MAX_FILE_NAME
+    ]
+    if long:
+        msg = (
+            f"{len(long)} gene id(s) make payload file names longer than {MAX_FILE_NAME} "
+            f"bytes, the limit of common filesystems: {_listing([i[:60] + '...'] for i in long)}. "
+            "Shorten them in var (or take ids from another column with "
+            "var_gene_id_column=), or use layout='index', where ids never reach a path."
+        )
+        raise GeneIdError(msg)
+
+
 def _check_index_names(ids: Sequence[str]) -> None:
     bad = [
         i for i in ids if not i or i != i.strip() or any(unicodedata.category(c) == "Cc" for c in i)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dask_cellucid import codecs
-from dask_cellucid.errors import ExportWarning, TargetExistsError
+from dask_cellucid.errors import ExportWarning, InputShapeError, TargetExistsError
 
 from . import dataset, journal, kernels, manifest, naming
 from .spec import MANIFEST_NAME, VAR_DIR, Encoding, FolderOptions, GeneEntry, Layout
@@ -97,6 +97,7 @@ def folder_options(
         if layout == "key"
         else [str(k) for k in range(len(ids))]
     )
+    naming.check_file_name_lengths(ids, stems, encoding.suffix)
     return ids, FolderOptions(encoding, layout, var_gene_id_column, tuple(stems))
 
 
@@ -106,6 +107,7 @@ class BlockJob:
     """What one block task needs: only its own slice of the plan (cheap to ship)."""
 
     start: int
+    n_cells: int
     gene_ids: tuple[str, ...]
     paths: tuple[str, ...]
     encoding: Encoding
@@ -118,6 +120,7 @@ def block_jobs(plan: Plan) -> list[BlockJob]:
     return [
         BlockJob(
             start=s,
+            n_cells=plan.n_cells,
             gene_ids=plan.gene_ids[s : s + n],
             paths=tuple(options.payload_path(p) for p in range(s, s + n)),
             encoding=options.encoding,
@@ -141,15 +144,10 @@ def encode_files(
     Otherwise they are copies.
     """
     enc = job.encoding
+    _check_block_shape(block, job)
     # compressed payloads are copies anyway; uncompressed ones may be views
     one_row = bool(enc.compression) or zero_copy
     payloads = kernels.encode_block(block, enc.bits, enc.rounding, one_row=one_row)
-    if len(payloads.lo) != len(job.gene_ids):
-        msg = (
-            f"block at gene {job.start} has {len(payloads.lo)} columns, "
-            f"expected {len(job.gene_ids)}"
-        )
-        raise AssertionError(msg)
     entries: list[GeneEntry] = []
 
     def each_payload() -> Iterator[Any]:
@@ -171,6 +169,20 @@ def encode_files(
             yield data
 
     return each_payload(), entries
+
+
+def _check_block_shape(block: Any, job: BlockJob) -> None:
+    """A block must be what the input's chunks declared: a Dask array can lie."""
+    want = (job.n_cells, len(job.gene_ids))
+    shape = tuple(getattr(block, "shape", ()))
+    if shape != want:
+        msg = (
+            f"the input's block for genes {job.start}-{job.start + want[1] - 1} has shape "
+            f"{shape}, but its chunks declare {want}: a function mapped over the Dask array "
+            "(map_blocks...) changed the number of rows or columns without saying so. Fix "
+            "that function, or pass chunks=/drop_axis= to map_blocks, and re-run."
+        )
+        raise InputShapeError(msg)
 
 
 def write_block(
@@ -343,15 +355,33 @@ class FolderWriter:
                         "force=True to discard it and start over."
                     )
                     raise TargetExistsError(msg)
-                msg = (
-                    f"{target.display_url} holds an unfinished export with other settings, "
-                    "genes or input data. Re-run with the same arguments to resume it, or pass "
-                    "force=True to discard it."
-                )
-                raise TargetExistsError(msg)
+                raise TargetExistsError(_why_not_resumable(target, plan))
             journal.clear(target)
             target.remove_tree(VAR_DIR)
         return {}
+
+
+def _why_not_resumable(target: Target, plan: Plan) -> str:
+    """Say what differs between this export and the unfinished one in ``target``."""
+    head = journal.read_head(target)
+    where = target.display_url
+    if head.get("settings") == journal.settings_digest(plan) and head.get("source") not in (
+        None,
+        plan.source_token,
+    ):
+        return (
+            f"{where} holds an unfinished export of the same genes and settings, but from "
+            "input data with another token: the data changed, or it is a Dask array whose "
+            "name changes every run (made with name=False, or from a random or "
+            "time-dependent graph). Pass force=True to discard the unfinished export, or give "
+            "the Dask array a fixed name (da.from_array(..., name='my-matrix')) to make runs "
+            "resumable."
+        )
+    return (
+        f"{where} holds an unfinished export with other settings, genes or input data. "
+        "Re-run with the same arguments (and the same input) to resume it, or pass "
+        "force=True to discard it."
+    )
 
 
 def _warn_about(entries: Sequence[GeneEntry]) -> None:

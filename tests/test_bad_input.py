@@ -1,0 +1,186 @@
+"""Bad input: a CellucidExportError before anything is written, or a correct export.
+
+For every refusal the output folder is compared byte for byte with what it
+was before the call (absent, or an intact earlier export).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dask_cellucid import (
+    CellucidExportError,
+    GeneIdError,
+    InputShapeError,
+    InvalidOptionError,
+    TargetExistsError,
+    prepare,
+    read_manifest,
+)
+from dask_cellucid.testing import export_files
+
+N_CELLS = 40
+
+
+def _matrix(n_genes: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((N_CELLS, n_genes), dtype=np.float32)
+
+
+def _snapshot(folder: Path) -> dict[str, bytes] | None:
+    return export_files(folder) if folder.exists() else None
+
+
+def _refused(folder: Path, error: type[Exception], match: str, /, *args: Any, **kw: Any) -> None:
+    """``prepare(*args, out_dir=folder, **kw)`` raises before changing ``folder``."""
+    before = _snapshot(folder)
+    with pytest.raises(error, match=match):
+        prepare(*args, out_dir=folder, **kw)
+    assert _snapshot(folder) == before
+
+
+@pytest.fixture
+def good_export(tmp_path: Path) -> Path:
+    out = tmp_path / "good"
+    prepare(_matrix(3), ["A", "B", "C"], out_dir=out, var_quantization=8, compression=6)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("ids", "match"),
+    [
+        (["A", None, "C"], r"position 1 of var is missing \(None\)"),
+        (["A", float("nan"), "C"], r"position 1 of var is missing \(nan\)"),
+        (np.array(["A", None, "C"], dtype=object), "missing"),
+    ],
+)
+def test_missing_ids_in_a_list_are_refused(good_export: Path, ids: Any, match: str) -> None:
+    _refused(good_export, GeneIdError, match, _matrix(3), ids, force=True)
+
+
+def test_bytes_ids_are_decoded_not_repr(tmp_path: Path) -> None:
+    for ids in ([b"A", b"B"], pd.Index([b"A", b"B"])):
+        out = tmp_path / f"o{len(list(tmp_path.iterdir()))}"
+        prepare(_matrix(2), ids, out_dir=out, var_quantization=8)
+        assert [f[0] for f in read_manifest(out)["fields"]] == ["A", "B"]
+
+
+def test_unordered_gene_identifiers_are_refused(good_export: Path) -> None:
+    _refused(
+        good_export,
+        InvalidOptionError,
+        "no fixed order.*sorted",
+        _matrix(3),
+        ["A", "B", "C"],
+        gene_identifiers={"A", "B"},
+        force=True,
+    )
+
+
+def test_multiindex_var_is_refused(good_export: Path) -> None:
+    var = pd.DataFrame(index=pd.MultiIndex.from_tuples([("A", 1), ("B", 2), ("C", 3)]))
+    _refused(
+        good_export, InvalidOptionError, "MultiIndex.*reset_index", _matrix(3), var, force=True
+    )
+
+
+def test_too_long_file_name_refused_before_writing_and_keeps_old_export(good_export: Path) -> None:
+    ids = ["A", "B", "G" * 300]
+    _refused(good_export, GeneIdError, "longer than 255 bytes", _matrix(3), ids, force=True)
+    # the same ids are fine where they never reach a path
+    prepare(_matrix(3), ids, out_dir=good_export.parent / "idx", layout="index")
+
+
+@pytest.mark.parametrize("n_workers", [-1, 0, "2", 1.5])
+def test_bad_num_workers_is_refused_before_writing(tmp_path: Path, n_workers: Any) -> None:
+    _refused(
+        tmp_path / "o",
+        InvalidOptionError,
+        "num_workers=",
+        _matrix(3),
+        ["A", "B", "C"],
+        num_workers=n_workers,
+    )
+
+
+@pytest.mark.parametrize("change", [-1, +1])
+def test_dask_blocks_that_lie_about_their_rows_are_refused(tmp_path: Path, change: int) -> None:
+    X = _matrix(3)
+
+    def lie(b: np.ndarray) -> np.ndarray:
+        return b[:-1] if change < 0 else np.vstack([b, b[:1]])
+
+    x = da.from_array(X, chunks=(N_CELLS, 1)).map_blocks(lie, dtype="f4")
+    out = tmp_path / "o"
+    with pytest.raises(InputShapeError, match="chunks declare"):
+        prepare(x, ["A", "B", "C"], out_dir=out, var_quantization=8)
+    assert not (out / "var_manifest.json").exists()  # no manifest names wrong payloads
+
+
+def test_dask_blocks_with_extra_columns_are_refused(tmp_path: Path) -> None:
+    x = da.from_array(_matrix(2), chunks=(N_CELLS, 1)).map_blocks(
+        lambda b: np.hstack([b, b]), dtype="f4"
+    )
+    with pytest.raises(InputShapeError, match="chunks declare"):
+        prepare(x, ["A", "B"], out_dir=tmp_path / "o")
+    assert not (tmp_path / "o" / "var_manifest.json").exists()
+
+
+def test_unnamed_dask_array_says_why_it_cannot_resume(tmp_path: Path) -> None:
+    X = _matrix(4)
+    out = tmp_path / "o"
+
+    def fail_once(b: np.ndarray, block_info: Any = None) -> np.ndarray:
+        if block_info[None]["chunk-location"][1] == 1:
+            raise ConnectionError("lost")
+        return b
+
+    x = da.from_array(X, chunks=(N_CELLS, 1), name=False).map_blocks(fail_once, dtype="f4")
+    with pytest.raises(ConnectionError):
+        prepare(x, list("ABCD"), out_dir=out, genes_per_block=1, scheduler="synchronous")
+    again = da.from_array(X, chunks=(N_CELLS, 1), name=False)
+    _refused(
+        out, TargetExistsError, r"name=False.*force=True", again, list("ABCD"), genes_per_block=1
+    )
+
+
+# -- generated id lists: a refusal before writing, or ids that round-trip ---------------
+_ID = st.one_of(
+    st.text(min_size=0, max_size=12),
+    st.text(alphabet="aA.-_ /", min_size=1, max_size=4),  # case and sanitisation clashes
+    st.binary(min_size=1, max_size=6),
+    st.none(),
+    st.just(float("nan")),
+    st.integers(-5, 5),
+    st.text(min_size=250, max_size=260, alphabet="x"),
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(ids=st.lists(_ID, min_size=1, max_size=5), layout=st.sampled_from(["key", "index"]))
+def test_any_id_list_is_refused_cleanly_or_round_trips(
+    tmp_path_factory: pytest.TempPathFactory, ids: list[Any], layout: str
+) -> None:
+    out = tmp_path_factory.mktemp("ids") / "o"
+    try:
+        prepare(_matrix(len(ids)), ids, out_dir=out, layout=layout, var_quantization=8)
+    except CellucidExportError:
+        assert not out.exists() or not any(out.rglob("*.json"))
+        return
+    fields = read_manifest(out)["fields"]
+    got = [f[0] if layout == "key" else f[1] for f in fields]
+    want = []
+    for v in ids:
+        assert v is not None and not (isinstance(v, float) and math.isnan(v))
+        want.append(v.decode() if isinstance(v, bytes) else str(v))
+    assert got == want
