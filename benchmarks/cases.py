@@ -135,7 +135,8 @@ def _stages(X: sp.spmatrix, itemsize: int) -> list[slice]:
 
 
 def run_codec_limit(cfg: dict[str, Any]) -> dict[str, Any]:
-    from dask_cellucid import codecs, kernels
+    from dask_cellucid import codecs
+    from dask_cellucid.formats.folder import kernels
 
     name = codecs.resolve_codec(cfg["codec"])
     deflate = codecs._ENCODERS[name][1]
@@ -156,7 +157,8 @@ def run_codec_limit(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def run_io_floor(cfg: dict[str, Any]) -> dict[str, Any]:
     """Write the payloads dask-cellucid writes (float32, or its gzip members) as plain files."""
-    from dask_cellucid import codecs, kernels
+    from dask_cellucid import codecs
+    from dask_cellucid.formats.folder import kernels
 
     X = sp.csc_matrix(data.load(_spec(cfg)))
     out = Path(cfg["out"]) / "var"

@@ -116,7 +116,7 @@ def _ceiling(folder: Path, endpoint: str, bucket: str) -> dict[str, Any]:
     """The server's own limit: the same payload bytes, already encoded, in one bulk pipe."""
     import s3fs
 
-    from dask_cellucid.sink import CONTENT_TYPE, DEFAULT_POOL
+    from dask_cellucid.storage import CONTENT_TYPE, DEFAULT_POOL
 
     files = {f"{bucket}/floor/{p.name}": p.read_bytes() for p in (folder / "var").iterdir()}
     fs = s3fs.S3FileSystem(

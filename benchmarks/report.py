@@ -1,0 +1,355 @@
+"""The Markdown report of a run: tables per setting, targets, bounds, scaling, method."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .suite import HEADLINE, SETTING_TITLES, SETTINGS, Case, auto_codec
+
+if TYPE_CHECKING:
+    import argparse
+
+    from . import data
+
+TARGETS = {"speedup": 8.0, "efficiency": 0.75, "max_err": 0.5}
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:,.1f}"
+
+
+def _x(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+def setting_rows(cases: list[Case], setting: str) -> list[list[str]]:
+    """The table rows of one setting, as strings.
+
+    Efficiency is the floor's time over the case's: the codec limit of the
+    same codec for compressed settings, the I/O floor for float32.
+    """
+    here = [c for c in cases if c.setting == setting and c.kind != "load"]
+    ref = next((c for c in here if c.kind == "reference" and not c.no_fsync), None)
+    compressed = SETTINGS[setting][1] is not None
+    floors = {c.codec: c for c in here if c.kind == ("codec" if compressed else "io")}
+    default = floors.get("auto") or floors.get("-")
+    rows = []
+    for c in here:
+        t = c.median("seconds")
+        floor = None
+        if c.kind == "ours":
+            floor = floors.get(c.codec) if compressed else default
+        elif c.kind == "reference":
+            floor = default
+        eff = _x(floor.median("seconds"), t) if floor else float("nan")
+        out = c.output or {}
+        ref_out = (ref.output or {}) if ref else {}
+        speed = _x(ref.median("seconds"), t) if ref else float("nan")
+        size = _x(out["bytes"], ref_out["bytes"]) if out and ref_out else float("nan")
+        err = out.get("max_err_steps") if out else None
+        err_s = (
+            "-"
+            if not out
+            else (
+                "exact"
+                if err is None and out.get("exact")
+                else f"{err:.3f}"
+                if err is not None
+                else "NOT EXACT"
+            )
+        )
+        if out and out.get("marker_mismatches"):
+            err_s += f" ({out['marker_mismatches']} marker mismatches!)"
+        name = c.label
+        if c.kind == "ours" and c.codec == "auto" and not c.csc_input:
+            name = "**dask-cellucid, default**"
+            if compressed:
+                name += f" (auto = {auto_codec()})"
+        # these prepare their data untimed (the CSC variant converts its input), so
+        # their peak RSS measures that preparation, not the export
+        floor_row = c.kind in ("codec", "io") or c.csc_input
+        rows.append(
+            [
+                name,
+                f"{t:.2f}",
+                "1.00" if c is ref else (f"{speed:.1f}x" if speed == speed else "-"),
+                f"{eff:.2f}" if eff == eff else "-",
+                _mib(out["bytes"]) if out else "-",
+                f"{size:.3f}" if size == size else "-",
+                f"{out['files']:,}" if out else "-",
+                "-" if floor_row else _mib(c.median("peak_rss")),
+                err_s,
+            ]
+        )
+    return rows
+
+
+HEADER = [
+    "case",
+    "wall s (median)",
+    "speed-up vs reference",
+    "efficiency (limit s / s)",
+    "output MiB",
+    "size vs reference",
+    "files",
+    "peak RSS MiB",
+    "max decode error (steps)",
+]
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def targets(cases: list[Case]) -> list[tuple[str, str, bool | None]]:
+    here = [c for c in cases if c.group == "main" and c.setting == HEADLINE]
+    ref = next((c for c in here if c.kind == "reference" and not c.no_fsync), None)
+    ours = next(
+        (c for c in here if c.kind == "ours" and c.codec == "auto" and not c.csc_input), None
+    )
+    limit = next((c for c in here if c.kind == "codec" and c.codec == "auto"), None)
+    if ours is None:
+        return []
+    out = []
+    t = ours.median("seconds")
+    if ref is not None:
+        sp_ = _x(ref.median("seconds"), t)
+        out.append(
+            (
+                f"at least {TARGETS['speedup']:g}x faster than the reference",
+                f"{sp_:.1f}x ({t:.2f} s vs {ref.median('seconds'):.2f} s)",
+                sp_ >= TARGETS["speedup"],
+            )
+        )
+        ob, rb = ours.output["bytes"], ref.output["bytes"]  # type: ignore[index]
+        out.append(
+            (
+                "output no larger than the reference's",
+                f"{_mib(ob)} MiB vs {_mib(rb)} MiB ({ob / rb:.3f})",
+                ob <= rb,
+            )
+        )
+        rr, orr = ref.median("peak_rss"), ours.median("peak_rss")
+        out.append(
+            (
+                "peak RSS no higher than the reference's",
+                f"{_mib(orr)} MiB vs {_mib(rr)} MiB",
+                orr <= rr,
+            )
+        )
+    if limit is not None:
+        eff = _x(limit.median("seconds"), t)
+        out.append(
+            (
+                f"efficiency at least {TARGETS['efficiency']:g} against the codec limit",
+                f"{eff:.2f} ({limit.median('seconds'):.2f} s / {t:.2f} s)",
+                eff >= TARGETS["efficiency"],
+            )
+        )
+    err = (ours.output or {}).get("max_err_steps")
+    ref_err = (ref.output or {}).get("max_err_steps") if ref else None
+    if err is not None:
+        out.append(
+            (
+                "decode error at most half a step (reference: up to one)",
+                f"{err:.4f} steps (reference {ref_err:.4f})"
+                if ref_err is not None
+                else f"{err:.4f} steps",
+                err <= TARGETS["max_err"] + 1e-3,
+            )
+        )
+    return out
+
+
+def bounds(cases: list[Case]) -> list[str]:
+    """What the floors allow: no exporter beats the reference by more than these."""
+    here = [c for c in cases if c.group == "main" and c.setting == HEADLINE]
+    ref = next((c for c in here if c.kind == "reference" and not c.no_fsync), None)
+    limit = next((c for c in here if c.kind == "codec" and c.codec == "auto"), None)
+    io = next((c for c in here if c.kind == "io"), None)
+    if ref is None or limit is None or io is None:
+        return []
+    r = ref.median("seconds")
+    return [
+        f"Upper bounds on this machine: the reference's time over the codec limit is "
+        f"{_x(r, limit.median('seconds')):.1f}x (compressing and nothing else), over the "
+        f"I/O floor {_x(r, io.median('seconds')):.1f}x (writing the same files, plain, and "
+        "nothing else). An exporter must do both, so even with the two perfectly overlapped "
+        "it cannot beat the smaller of these.",
+        "",
+    ]
+
+
+def scaling_rows(cases: list[Case]) -> list[list[str]]:
+    rows = []
+    groups: dict[tuple[str, str], dict[str, Case]] = {}
+    for c in cases:
+        if c.group.startswith("scaling"):
+            groups.setdefault((c.group, c.spec.name), {})[c.kind] = c
+    for (group, _), by in groups.items():
+        spec = next(iter(by.values())).spec
+        ours, ref, lim = by.get("ours"), by.get("reference"), by.get("codec")
+        t = ours.median("seconds") if ours else float("nan")
+        rows.append(
+            [
+                group.removeprefix("scaling-"),
+                f"{spec.n_cells:,}",
+                f"{spec.n_genes:,}",
+                f"{ref.median('seconds'):.2f}" if ref else "-",
+                f"{t:.2f}",
+                f"{_x(ref.median('seconds'), t):.1f}x" if ref else "-",
+                f"{lim.median('seconds'):.2f}" if lim else "-",
+                f"{_x(lim.median('seconds'), t):.2f}" if lim else "-",
+                f"{spec.n_cells * spec.n_genes / t / 1e6:,.0f}" if t == t else "-",
+            ]
+        )
+    return rows
+
+
+def render(
+    cases: list[Case],
+    spec: data.Spec,
+    size: str,
+    info: dict[str, Any],
+    args: argparse.Namespace,
+    stats: dict[str, Any],
+    seconds: float,
+) -> str:
+    v = info["versions"]
+    lines = [
+        "# Benchmarks",
+        "",
+        "How fast dask-cellucid exports genes, against the reference writer",
+        "(cellucid 0.9.2 `prepare`), the codec limit and the I/O floor. Regenerate with",
+        "one command (20 to 40 minutes for M on 2 shared cores, scaling points included):",
+        "",
+        "```bash",
+        "python -m benchmarks.run --size M --out docs/benchmarks.md",
+        "```",
+        "",
+        "`--size S` is a quick look, `--size L` (200,000 x 20,000, 6 %) is opt-in and long;",
+        "`--repeats`, `--settings`, `--codecs`, `--threads`, `--no-scaling`,",
+        "`--no-reference`, `--no-scaling-reference`, `--no-fsync-variant`,",
+        "`--no-csc-variant` and `--json`",
+        "narrow or record a run (`python -m benchmarks.run --help`). CI runs a tiny",
+        "smoke version (`tests/test_benchmarks_smoke.py`) that checks the suite works,",
+        "not its numbers. Method and definitions are at the end of this page; what the",
+        "profile showed and what changed because of it is in",
+        "`benchmarks/README.md` in the repository.",
+        "",
+        f"## Latest run: size {size}",
+        "",
+        f"- When: {info['when']} (UTC), {seconds / 60:.1f} min for the whole run,",
+        f"  {args.repeats} interleaved repeat(s) per case, median reported.",
+        f"- Machine: {info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB RAM,",
+        f"  {info['os']}, {info['filesystem']} filesystem; Python {info['python']}.",
+        f"  Load average at start {info['loadavg_start'][0]:.2f}, at end {info['loadavg_end'][0]:.2f}"
+        " (the machine was shared: other work ran alongside).",
+        f"  Creating one small file in a fresh folder took {info['create_us_start']:.0f} us at"
+        f" start, {info['create_us_end']:.0f} us at end; every writer here creates 2,001"
+        " files per run (why this varies: `benchmarks/README.md`).",
+        f"- Versions: numpy {v['numpy']}, scipy {v['scipy']}, dask {v['dask']},",
+        f"  deflate (libdeflate) {v['deflate']}, isal {v['isal']}, cellucid {v['cellucid']},",
+        f"  dask-cellucid {v['dask-cellucid']}.",
+        f"- Threads: dask-cellucid, codec limit and I/O floor on {args.threads}"
+        " threads; the reference writer is single-threaded by design.",
+        f"- Data: {spec.n_cells:,} cells x {spec.n_genes:,} genes, seed {spec.seed},"
+        f" {stats['density'] * 100:.2f} % non-zero",
+        f"  (per-gene density 5th/50th/95th percentile {stats['gene_density_p5'] * 100:.2f} /",
+        f"  {stats['gene_density_p50'] * 100:.2f} / {stats['gene_density_p95'] * 100:.1f} %),"
+        f" {stats['n_dense_genes']} fully dense genes, {stats['n_all_zero_genes']} all-zero"
+        f" genes, {stats['n_nan_genes']} genes with NaN cells; CSR float32 (as scanpy",
+        "  leaves `adata.X`). The reference refuses NaN, so its copy has them set to 0",
+        "  (before timing); every writer's decode error is measured against its own input.",
+        "",
+    ]
+    load = next((c for c in cases if c.kind == "load" and c.group == "main"), None)
+    tg = targets(cases)
+    if tg:
+        lines += [f"### Targets ({HEADLINE}, M-size goals, {args.threads} threads)", ""]
+        lines += ["| target | measured | met |", "|---|---|---|"]
+        lines += [f"| {a} | {b} | {'yes' if ok else '**no**'} |" for a, b, ok in tg]
+        lines.append("")
+        lines += bounds(cases)
+    for s in [s for s in SETTINGS if any(c.setting == s and c.group == "main" for c in cases)]:
+        lines += [
+            f"### {SETTING_TITLES[s]}",
+            "",
+            _table(HEADER, setting_rows([c for c in cases if c.group == "main"], s)),
+            "",
+        ]
+    if load is not None:
+        lines += [
+            f"Loading the input and importing both writers alone peaks at "
+            f"{_mib(load.median('peak_rss'))} MiB RSS: that much of every case's peak"
+            " is common to all.",
+            "",
+        ]
+    srows = scaling_rows(cases)
+    if srows:
+        lines += [
+            f"### Scaling ({HEADLINE}, default codec, {args.threads} threads)",
+            "",
+            _table(
+                [
+                    "varied",
+                    "cells",
+                    "genes",
+                    "reference s",
+                    "dask-cellucid s",
+                    "speed-up",
+                    "codec limit s",
+                    "efficiency",
+                    "M values / s",
+                ],
+                srows,
+            ),
+            "",
+        ]
+    lines += [METHOD]
+    return "\n".join(lines) + "\n"
+
+
+METHOD = """## Method
+
+- **Reference writer**: `cellucid.prepare_data.prepare` 0.9.2 (installed from the
+  package index), with a 2-D embedding, an empty `obs` and the same
+  `var_quantization` / `compression`. It is run twice in the same process, without
+  and with `gene_expression`; its gene part is the difference (the run without
+  genes takes well under a second). It converts the matrix to CSC, loops over
+  genes (`getcol`, float32, finiteness check, truncating quantization), and writes
+  each file through Python's `GzipFile` with an `fsync` per file. "reference,
+  fsync off" is the same run with `os.fsync` replaced by a no-op: not a fair
+  baseline (it gives up durability), but it shows how much of the reference's
+  time is disk flushes on this machine.
+- **dask-cellucid**: `dask_cellucid.prepare(X, var, out_dir, var_quantization,
+  compression, codec, scheduler="threads", num_workers=threads)`, the whole call
+  timed: planning, the block tasks (each converts its columns of the CSR
+  input to CSC, quantizes, compresses and writes its files; a background
+  thread flushes them to disk), the wait for every flush, the manifest. Rounding is the default, to the nearest code. "CSC input" is the
+  same call given the matrix already in CSC form (converted untimed, so its
+  peak RSS is not comparable and not shown): it shows what the CSR-to-CSC
+  transposition costs, which the reference pays too.
+- **Codec limit**: the exact payloads dask-cellucid writes (quantized beforehand,
+  untimed), compressed with only the raw-deflate call of the same codec and level
+  on a pool of the same number of threads; no CRC, no framing, no file. No
+  exporter using that encoder can be faster. Efficiency = codec-limit time /
+  our time (1.0 would mean everything but compression is free).
+- **I/O floor** (float32): the same float32 payloads written with plain
+  `open().write()` on the same number of threads, one file per gene, then one
+  `os.sync`; the 8- and 16-bit rows do the same with the gzip members.
+- **Peak RSS**: `ru_maxrss` of each case's own process (`os.wait4`); it includes
+  the loaded input (see "load input only").
+- **Decode error**: every gene read back (gzip by Python's `gzip`), decoded as
+  the viewer does (`min + code * (max - min) / maxQuant` in float64, stored as
+  float32) with the bounds of the manifest, compared with the writer's input:
+  the largest `|decoded - value| / step`, `step = (max - min) / maxQuant`, over
+  every finite cell of every gene. Nearest rounding bounds it by half a step;
+  the float32 storage of the decoded value adds a little (visible at 16 bits,
+  where steps are small). Truncation (the reference) gives up to one step.
+  Float32 output must be bit-exact ("exact").
+- **Noise**: this machine is shared; repeats are interleaved and the median is
+  reported, so ratios within one run are more trustworthy than absolute times.
+"""
