@@ -7,6 +7,7 @@ was before the call (absent, or an intact earlier export).
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -184,3 +185,54 @@ def test_any_id_list_is_refused_cleanly_or_round_trips(
         assert v is not None and not (isinstance(v, float) and math.isnan(v))
         want.append(v.decode() if isinstance(v, bytes) else str(v))
     assert got == want
+
+
+# -- out-of-core graphs: linear in the data at any budget ----------------------------
+@pytest.fixture(scope="module")
+def csr_h5ad(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import anndata as ad
+    import scipy.sparse as sp
+
+    X = sp.random(6_000, 300, density=0.08, format="csr", dtype=np.float32, random_state=0)
+    path = tmp_path_factory.mktemp("h5ad") / "x.h5ad"
+    ad.AnnData(X).write_h5ad(path)
+    return path
+
+
+def _graph_size(export: Any) -> tuple[int, int]:
+    from dask.core import get_dependencies
+
+    x = export.source.column_blocks(export.plan.source_columns, export.plan.block_sizes)
+    graph = dict(x.__dask_graph__())
+    edges = sum(len(get_dependencies(graph, k)) for k in graph)
+    return len(graph), edges
+
+
+@pytest.mark.parametrize("strategy", ["spill", "passes"])
+def test_out_of_core_graph_grows_with_slabs_plus_blocks(
+    tmp_path: Path, csr_h5ad: Path, strategy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dask
+
+    monkeypatch.setitem(dask.config.config, "cellucid", {"csr-strategy": strategy})
+    for budget in ("8MiB", "16MiB", "64MiB"):
+        export = prepare(csr_h5ad, out_dir=tmp_path / budget, max_memory=budget, compute=False)
+        slabs = -(-6_000 // export.source.slab_rows())
+        blocks = len(export.plan.block_sizes)
+        tasks, edges = _graph_size(export)
+        passes = export.source.passes or 1
+        # every task and every edge is one per slab, block or pass: nothing multiplies
+        assert tasks <= 4 * (passes * slabs + blocks) + 8, (budget, tasks, slabs, blocks)
+        assert edges <= 4 * (passes * slabs + blocks) + 8, (budget, edges, slabs, blocks)
+    assert not (tmp_path / "8MiB").exists()  # compute=False writes nothing
+
+
+def test_budget_below_one_slab_is_refused_with_the_least_that_works(
+    tmp_path: Path, csr_h5ad: Path
+) -> None:
+    with pytest.raises(InvalidOptionError, match=r"needs at least (\d+) MiB") as info:
+        prepare(csr_h5ad, out_dir=tmp_path / "o", max_memory="1KB")
+    least = int(re.search(r"needs at least (\d+) MiB", str(info.value))[1])
+    assert not (tmp_path / "o").exists()
+    prepare(csr_h5ad, out_dir=tmp_path / "o", max_memory=f"{least}MiB", var_quantization=8)
+    assert (tmp_path / "o" / "var_manifest.json").exists()

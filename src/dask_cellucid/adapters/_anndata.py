@@ -62,7 +62,7 @@ def from_path(
     info = inspect_file(url, fmt, layer=layer, use_raw=use_raw, storage_options=storage_options)
     check_dtype(info.dtype, f"{info.ref.elem} in {url!r}")
     budget = options.resolve_memory(max_memory)
-    return FileSource(
+    source = FileSource(
         None,
         var=info.var,
         description=f"{info.ref.elem} of {url} ({info.encoding})",
@@ -71,6 +71,8 @@ def from_path(
         strategy=_strategy(),  # type: ignore[arg-type]
         scratch_dir=dask.config.get("cellucid.scratch", None),
     )
+    source.check_budget()
+    return source
 
 
 def check_dtype(dtype: np.dtype[Any], what: str) -> None:

@@ -63,6 +63,9 @@ _SLAB_BYTES_PER_NNZ_EXTRA = 4 + 1 + 4 + 8
 # only add memory, not speed.
 _MAX_SLAB_BYTES = 256 * 2**20
 _MIN_SLAB_ROWS = 16
+# The smallest budget must allow slabs of this many rows (graph size, not memory).
+_MIN_SLAB_ROWS_FOR_BUDGET = 256
+_MIN_TASK_BYTES = 2**20
 _TILE_BYTES = 32 * 2**20
 # Memory a kept CSC piece costs per stored value beyond value + row index: the
 # block assembled from it while the piece is still held.
@@ -182,16 +185,45 @@ class FileSource(Source):
         ]
 
     # -- CSR ----------------------------------------------------------------------------
-    def slab_rows(self) -> int:
-        """Rows per slab task: its working memory within its share of the budget."""
-        n_cells, _n_genes = self.shape
+    def _slab_bytes_per_row(self) -> float:
+        n_cells = self.shape[0]
         nnz = self._info.nnz or 0
         per_row = max(1.0, nnz / max(1, n_cells)) * (
             self.dtype.itemsize + 4 + _SLAB_BYTES_PER_NNZ_EXTRA
         )
-        per_row += 8  # indptr
+        return per_row + 8  # indptr
+
+    def slab_rows(self) -> int:
+        """Rows per slab task: its working memory within its share of the budget."""
         share = min(_MAX_SLAB_BYTES, self.max_memory // (4 * max(1, self.n_threads)))
-        return int(min(n_cells, max(_MIN_SLAB_ROWS, share // per_row)))
+        return int(min(self.shape[0], max(_MIN_SLAB_ROWS, share // self._slab_bytes_per_row())))
+
+    def smallest_budget(self) -> int:
+        """The least ``max_memory`` this input can be read in without an oversized graph.
+
+        Each thread's share (a quarter of the budget per thread) must hold one
+        slab of :data:`_MIN_SLAB_ROWS_FOR_BUDGET` rows and one block task's
+        minimum working set; below that, slabs get so thin that the graph grows
+        with slabs x blocks.
+        """
+        if not (self.is_sparse and self._info.encoding == "csr_matrix"):
+            return 4 * max(1, self.n_threads) * _MIN_TASK_BYTES
+        rows = min(self.shape[0], _MIN_SLAB_ROWS_FOR_BUDGET)
+        need = max(rows * self._slab_bytes_per_row(), _MIN_TASK_BYTES)
+        return int(4 * max(1, self.n_threads) * need)
+
+    def check_budget(self) -> None:
+        """Refuse a ``max_memory`` below :meth:`smallest_budget`, naming the least that works."""
+        least = self.smallest_budget()
+        if self.max_memory < least:
+            msg = (
+                f"max_memory={self.max_memory:,} bytes is too small to read this "
+                f"{self.shape[0]:,} x {self.shape[1]:,} matrix on {self.n_threads} thread(s): "
+                f"it needs at least {-(-least // 2**20):,} MiB (a slab of rows and one block "
+                f"task per thread). Pass max_memory='{-(-least // 2**20)}MiB' or more (or "
+                "fewer workers)."
+            )
+            raise InvalidOptionError(msg)
 
     def selected_nnz_bytes(self, n_selected: int) -> float:
         """Estimated bytes of the selected genes' stored values (value + int32 row index)."""
@@ -263,8 +295,11 @@ class FileSource(Source):
                 dask.delayed(_read_piece, pure=True)(ref, r0, r1, selection, g0, g1, barrier)
                 for r0, r1 in slabs
             ]
+            # one task gathers the pass's pieces: the graph grows with slabs + blocks,
+            # not slabs x blocks
+            gathered = dask.delayed(_collect, pure=True)(*pieces)
             group = [
-                dask.delayed(_assemble, pure=True)(pieces, starts[b] - g0, starts[b + 1] - g0)
+                dask.delayed(_assemble, pure=True)(gathered, starts[b] - g0, starts[b + 1] - g0)
                 for b in range(b0, b1)
             ]
             blocks.extend(group)
@@ -305,15 +340,22 @@ class FileSource(Source):
             )
             for i, (r0, r1) in enumerate(slabs)
         ]
+        # one task gathers the shards' small descriptions: the graph grows with
+        # slabs + blocks, not slabs x blocks
+        written = dask.delayed(_collect, pure=True)(*shards)
         return [
             dask.delayed(_read_spilled, pure=True)(
-                shards, starts[b], starts[b + 1], n_sel, self.dtype
+                written, starts[b], starts[b + 1], n_sel, self.dtype
             )
             for b in range(len(starts) - 1)
         ]
 
 
 # -- task functions (module level: they pickle by reference) ---------------------------
+def _collect(*parts: Any) -> list[Any]:
+    return list(parts)
+
+
 def _read_rows(ref: MatrixRef, r0: int, r1: int) -> sp.csr_matrix:
     """Rows ``r0:r1`` of a CSR matrix on disk, via anndata's sparse dataset."""
     from anndata.io import sparse_dataset
