@@ -236,3 +236,24 @@ def test_budget_below_one_slab_is_refused_with_the_least_that_works(
     assert not (tmp_path / "o").exists()
     prepare(csr_h5ad, out_dir=tmp_path / "o", max_memory=f"{least}MiB", var_quantization=8)
     assert (tmp_path / "o" / "var_manifest.json").exists()
+
+
+def test_damaged_h5ad_chunk_is_a_clear_error_and_no_manifest(tmp_path: Path) -> None:
+    import anndata as ad
+    import h5py
+    import scipy.sparse as sp
+
+    from dask_cellucid import UnsupportedInputError
+
+    X = sp.random(2_000, 50, density=0.1, format="csr", dtype=np.float32, random_state=1)
+    path = tmp_path / "x.h5ad"
+    ad.AnnData(X).write_h5ad(path, compression="gzip")
+    with h5py.File(path, "r") as f:  # where the compressed data lies in the file
+        offset = f["X/data"].id.get_chunk_info(0).byte_offset
+    with open(path, "r+b") as f:
+        f.seek(offset + 8)
+        f.write(b"\xde\xad\xbe\xef" * 16)  # the chunk no longer inflates
+    out = tmp_path / "o"
+    with pytest.raises(UnsupportedInputError, match=r"damaged or truncated"):
+        prepare(path, out_dir=out, var_quantization=8)
+    assert not (out / "var_manifest.json").exists()

@@ -38,9 +38,24 @@ class MatrixRef:
 
     @contextlib.contextmanager
     def open(self) -> Iterator[Any]:
-        """The matrix element (h5py/zarr group or array), open for the ``with`` block."""
+        """The matrix element (h5py/zarr group or array), open for the ``with`` block.
+
+        A read inside the block that HDF5 cannot complete (a damaged or
+        truncated file) becomes an :class:`UnsupportedInputError` naming the
+        file and the element, not h5py's bare ``OSError``.
+        """
         with open_root(self.url, self.fmt, self.storage_options) as root:
-            yield get(root, self.elem)
+            try:
+                yield get(root, self.elem)
+            except OSError as err:
+                if self.fmt != "h5ad" or isinstance(err, FileNotFoundError):
+                    raise
+                msg = (
+                    f"reading {self.elem} of {self.url} failed: {err}. The file is damaged or "
+                    "truncated (a copy or download that did not finish?). Check it with "
+                    "anndata.read_h5ad, and copy or write it again."
+                )
+                raise UnsupportedInputError(msg) from err
 
 
 def _is_url(path: str) -> bool:
