@@ -22,6 +22,7 @@ from dask_cellucid import (
     CellucidExportError,
     GeneIdError,
     InputShapeError,
+    InputValueError,
     InvalidOptionError,
     TargetExistsError,
     prepare,
@@ -257,3 +258,30 @@ def test_damaged_h5ad_chunk_is_a_clear_error_and_no_manifest(tmp_path: Path) -> 
     with pytest.raises(UnsupportedInputError, match=r"damaged or truncated"):
         prepare(path, out_dir=out, var_quantization=8)
     assert not (out / "var_manifest.json").exists()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(np.asarray, id="numpy"),
+        pytest.param(lambda a: __import__("scipy.sparse").sparse.csr_matrix(a), id="csr"),
+        pytest.param(lambda a: da.from_array(a, chunks=(N_CELLS, 2)), id="dask"),
+    ],
+)
+@pytest.mark.parametrize("bits", [None, 8])
+def test_finite_values_beyond_float32_are_refused_naming_the_genes(
+    tmp_path: Path, make: Any, bits: Any
+) -> None:
+    X = _matrix(4).astype(np.float64)
+    X[3, 2] = 1e39  # finite in float64, Inf in float32
+    out = tmp_path / "o"
+    with pytest.raises(
+        InputValueError, match=r"1 gene\(s\) hold finite values beyond float32.*'C'"
+    ):
+        prepare(make(X), list("ABCD"), out_dir=out, var_quantization=bits, genes_per_block=2)
+    assert not (out / "var_manifest.json").exists()
+    if make is np.asarray:
+        assert not out.exists()  # in memory: refused before anything is written
+    # float64 within range exports as before
+    X[3, 2] = 1e30
+    prepare(make(X), list("ABCD"), out_dir=tmp_path / "ok", var_quantization=bits)

@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from . import _scheduler, codecs, genes, options
 from . import plan as planning
-from .adapters import as_source
+from .adapters import as_source, other_matrices
 from .engine import Export, run_blocks
-from .errors import InvalidOptionError, VerificationError
-from .formats.folder import dataset
+from .errors import InputValueError, InvalidOptionError, VerificationError
+from .formats.folder import dataset, kernels
 from .formats.folder import verify as folder_verify
 from .formats.folder.spec import Encoding, Layout, Rounding, layout_of
-from .formats.folder.writer import ExportResult, FolderWriter, folder_options
+from .formats.folder.writer import ExportResult, FolderWriter, folder_options, overflow_message
 from .storage import Target
 
 if TYPE_CHECKING:
@@ -55,6 +55,7 @@ def prepare(
     scheduler: Any = None,
     num_workers: int | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    input_storage_options: Mapping[str, Any] | None = None,
     progress: bool | None = None,
     resume: bool = True,
     X_umap_1d: Any = None,
@@ -132,7 +133,12 @@ def prepare(
         How to run: see :meth:`Export.execute`.
     storage_options
         Passed to fsspec for ``out_dir`` URLs (credentials, ``endpoint_url``,
-        ``client_kwargs``...). Never logged.
+        ``client_kwargs``...). Never logged. The storage is probed once
+        before anything is written: missing credentials, an unreachable
+        endpoint or a missing bucket raise a
+        :class:`~dask_cellucid.StorageError` saying so.
+    input_storage_options
+        The same, for an input given as a URL (``s3://bucket/data.h5ad``).
     resume
         Pick up an interrupted export of the same plan, skipping genes already
         written intact (checked by size).
@@ -192,7 +198,13 @@ def prepare(
     if genes_per_block is not None:
         options.check_positive_int("genes_per_block", genes_per_block)
 
-    source = as_source(gene_expression, layer=layer, use_raw=use_raw, max_memory=budget)
+    source = as_source(
+        gene_expression,
+        layer=layer,
+        use_raw=use_raw,
+        max_memory=budget,
+        storage_options=input_storage_options,
+    )
     var_df = genes.var_for(var, source.var, source.shape)
     all_ids, recorded = genes.gene_ids_from_var(var_df, var_gene_id_column)
     ids, columns = genes.select_genes(
@@ -204,6 +216,7 @@ def prepare(
     if not ids:
         msg = "no gene is selected for export; check gene_identifiers and var."
         raise InvalidOptionError(msg)
+    _check_float32_range(source, ids, columns)
     ids, folder = folder_options(
         ids,
         encoding=encoding,
@@ -230,6 +243,7 @@ def prepare(
         source_token=source.data_token(),
     )
     target = Target.from_url(out_dir, storage_options)
+    target.check_access()  # credentials, endpoint, bucket: before anything is written
     embeddings = {
         d: e for d, e in ((1, X_umap_1d), (2, X_umap_2d), (3, X_umap_3d)) if e is not None
     }
@@ -279,6 +293,19 @@ def prepare(
     return result
 
 
+def _check_float32_range(source: Source, ids: Sequence[str], columns: Sequence[int]) -> None:
+    """Refuse finite values the viewer's float32 cannot hold, when the matrix is in memory.
+
+    Lazy inputs are checked by each block task instead (before its block is written).
+    """
+    resident = source.resident()
+    over = None if resident is None else kernels.float32_overflow(resident)
+    if over is not None:
+        bad = [gene for gene, col in zip(ids, columns, strict=True) if over[col]]
+        if bad:
+            raise InputValueError(overflow_message(bad))
+
+
 def verify(
     path_or_url: str | os.PathLike[str] | Target,
     source: Any,
@@ -295,6 +322,7 @@ def verify(
     storage_options: Mapping[str, Any] | None = None,
     progress: bool | None = None,
     max_memory: int | str | None = None,
+    input_storage_options: Mapping[str, Any] | None = None,
 ) -> VerifyReport:
     """Compare every exported gene with the source matrix, in parallel.
 
@@ -318,7 +346,9 @@ def verify(
     var_gene_id_column
         Where gene ids come from; default: what the manifest records.
     gene_identifiers
-        The genes the export should hold; default: every gene of ``var``.
+        The genes the export should hold; default: the genes its manifest
+        lists that the source has (so an export of a subset of genes checks
+        out), and manifest genes the source lacks are reported as extra.
     tolerance
         Largest accepted error in steps: 0.5 (the default) for exports rounded
         to nearest; 1 accepts ``rounding="floor"`` (the reference writer's
@@ -331,6 +361,8 @@ def verify(
         fsspec options for ``path_or_url``.
     max_memory
         Memory budget, as for ``prepare``.
+    input_storage_options
+        fsspec options for a ``source`` given as a URL.
 
     Returns
     -------
@@ -347,18 +379,29 @@ def verify(
         if isinstance(path_or_url, Target)
         else Target.from_url(path_or_url, storage_options)
     )
-    src = as_source(source, layer=layer, use_raw=use_raw, max_memory=budget)
+    src = as_source(
+        source,
+        layer=layer,
+        use_raw=use_raw,
+        max_memory=budget,
+        storage_options=input_storage_options,
+    )
     var_df = genes.var_for(var, src.var, src.shape)
+    target.check_access(write=False)
     doc = folder_verify.read_manifest_leniently(target)
     column = var_gene_id_column or folder_verify.recorded_id_column(doc)
     all_ids, _ = genes.gene_ids_from_var(var_df, column)
     lookup, full = folder_verify.column_lookup(all_ids, layout_of(doc))
     wanted = genes.requested_ids(gene_identifiers)
-    return verify_source(
+    if wanted is None:
+        # the genes the export holds that the source has: a subset export checks out
+        exported = folder_verify.manifest_gene_ids(doc)
+        wanted = [g for g in exported if g in lookup] if exported is not None else full
+    report = verify_source(
         target,
         src,
         lookup,
-        expected=full if wanted is None else wanted,
+        expected=wanted,
         tolerance=tolerance,
         genes_per_block=genes_per_block,
         scheduler=scheduler,
@@ -366,6 +409,12 @@ def verify(
         progress=progress,
         max_memory=budget,
     )
+    report.n_source_genes = len(all_ids)
+    if report.mostly_wrong:
+        report.other_matrices = other_matrices(
+            source, layer=layer, use_raw=use_raw, storage_options=input_storage_options
+        )
+    return report
 
 
 def verify_source(

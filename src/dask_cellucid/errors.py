@@ -25,6 +25,10 @@ class UnsupportedInputError(CellucidExportError, TypeError):
     """The matrix is of a type or dtype that cannot be exported."""
 
 
+class InputValueError(CellucidExportError, ValueError):
+    """The matrix holds values the format cannot store (finite, but beyond float32)."""
+
+
 class GeneIdError(CellucidExportError, ValueError):
     """Gene identifiers are missing, duplicated, or collide as file names."""
 
@@ -39,6 +43,12 @@ class VerificationError(CellucidExportError, ValueError):
 
 class StorageError(CellucidExportError, OSError):
     """Storage kept failing after every retry; no manifest names the unfinished files."""
+
+
+class StorageAccessError(StorageError):
+    """The storage cannot be used at all: missing credentials, an unreachable endpoint,
+    a missing bucket or filesystem package. Raised by the probe before anything is
+    read or written; the message names the cause and the fix."""
 
 
 class ExportWarning(UserWarning):

@@ -86,6 +86,13 @@ class Source:
         """Memory one block task holds per cell and gene (input + float32 + codes)."""
         return self.dtype.itemsize + 4 + 4
 
+    def resident(self) -> Any | None:
+        """The matrix itself when it is held in memory (NumPy, scipy.sparse), else None.
+
+        What can be checked in memory is checked before anything is written.
+        """
+        return None
+
     def data_token(self) -> str:
         """A cheap digest that changes when the values change (:func:`content_token`)."""
         return content_token(self.array)

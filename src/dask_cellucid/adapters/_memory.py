@@ -53,6 +53,9 @@ def _column_chunks(x: Any, block_sizes: Sequence[int], meta: Any) -> da.Array:
 
 @dataclass
 class NumpySource(Source):
+    def resident(self) -> Any:
+        return self.array
+
     def column_blocks(self, columns: Sequence[int], block_sizes: Sequence[int]) -> da.Array:
         x = self.array
         if list(columns) != list(range(x.shape[1])):
@@ -65,6 +68,9 @@ class ScipySource(Source):
     @property
     def is_sparse(self) -> bool:
         return True
+
+    def resident(self) -> Any:
+        return self.array
 
     def bytes_per_value(self) -> float:
         # dense codes/float32 out + stored values (value, index, float32/64 temporaries)

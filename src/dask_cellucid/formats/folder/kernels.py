@@ -39,6 +39,29 @@ def code_dtype(bits: Bits | None) -> np.dtype[Any]:
     return np.dtype(BY_BITS[bits].numpy)
 
 
+#: The largest finite float32: the viewer's value type.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def float32_overflow(block: Any) -> np.ndarray | None:
+    """Per column, how many finite values become +-Inf as float32; None if none can.
+
+    Only inputs wider than float32 can hold such values (float64 1e39, say).
+    """
+    values = block.data if sp.issparse(block) else np.asarray(block)
+    if values.dtype.kind != "f" or values.dtype.itemsize <= 4:
+        return None
+    with np.errstate(invalid="ignore"):
+        over = np.isfinite(values) & (np.abs(values) > FLOAT32_MAX)
+    if not over.any():
+        return None
+    if sp.issparse(block):
+        csc = canonical_csc(block)
+        over = np.isfinite(csc.data) & (np.abs(csc.data) > FLOAT32_MAX)
+        return np.add.reduceat(over, csc.indptr[:-1]) * (np.diff(csc.indptr) > 0)
+    return over.sum(axis=0)
+
+
 def canonical_csc(block: Any) -> sp.csc_matrix:
     """A sparse block as canonical CSC (sorted, no duplicates), never changing ``block``."""
     # scipy's CSC constructor would drop a view's cached canonical flag and

@@ -16,8 +16,15 @@ import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from dask_cellucid import codecs
-from dask_cellucid.errors import ExportWarning, InputShapeError, TargetExistsError
+from dask_cellucid.errors import (
+    ExportWarning,
+    InputShapeError,
+    InputValueError,
+    TargetExistsError,
+)
 
 from . import dataset, journal, kernels, manifest, naming
 from .spec import MANIFEST_NAME, VAR_DIR, Encoding, FolderOptions, GeneEntry, Layout
@@ -145,6 +152,9 @@ def encode_files(
     """
     enc = job.encoding
     _check_block_shape(block, job)
+    overflow = kernels.float32_overflow(block)
+    if overflow is not None:
+        raise InputValueError(overflow_message([job.gene_ids[k] for k in np.flatnonzero(overflow)]))
     # compressed payloads are copies anyway; uncompressed ones may be views
     one_row = bool(enc.compression) or zero_copy
     payloads = kernels.encode_block(block, enc.bits, enc.rounding, one_row=one_row)
@@ -169,6 +179,17 @@ def encode_files(
             yield data
 
     return each_payload(), entries
+
+
+def overflow_message(gene_ids: Sequence[str]) -> str:
+    """What to say about genes with finite values beyond float32's range."""
+    shown = ", ".join(map(repr, gene_ids[:_SHOW])) + (", ..." if len(gene_ids) > _SHOW else "")
+    return (
+        f"{len(gene_ids)} gene(s) hold finite values beyond float32's range "
+        f"(|x| > {kernels.FLOAT32_MAX:.3g}): {shown}. The viewer stores float32, where they "
+        "would become Inf. These are not NaN from preprocessing: the values are too large. "
+        "Rescale them (e.g. log1p) or clip them, and export again."
+    )
 
 
 def _check_block_shape(block: Any, job: BlockJob) -> None:
