@@ -50,17 +50,20 @@ def parse_memory(value: Any, name: str = "max_memory") -> int | None:
         return None
     from dask.utils import parse_bytes
 
-    if isinstance(value, bool):
-        value = "invalid"
+    not_a_size = f"{name}={value!r} is not a memory size; write it like 4GiB, 500MB or 2000000000."
+    # dask reads "" as one byte and True as 1: budgets nobody means
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise InvalidOptionError(not_a_size)
+    if isinstance(value, str) and not value.strip():
+        raise InvalidOptionError(not_a_size)
     try:
-        n = parse_bytes(value)
-    except (ValueError, TypeError) as err:
-        msg = f"{name}={value!r} is not a memory size; write it like 4GiB, 500MB or 2000000000."
-        raise InvalidOptionError(msg) from err
+        n = int(parse_bytes(value))
+    except (ValueError, TypeError, OverflowError) as err:
+        raise InvalidOptionError(not_a_size) from err
     if n <= 0:
         msg = f"{name}={value!r} must be more than zero, e.g. 4GiB."
         raise InvalidOptionError(msg)
-    return int(n)
+    return n
 
 
 def resolve_memory(value: Any) -> int:
