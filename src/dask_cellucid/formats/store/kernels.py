@@ -1,0 +1,205 @@
+"""Pure kernels: a block of genes to canonical CSC, per-gene statistics, and chunk bytes.
+
+No Dask, no fsspec, no zarr: NumPy, scipy and zlib only. A chunk is encoded
+exactly as numcodecs does for zarr v2: the chunk's values padded with the fill
+value (0) to the whole chunk, byte-shuffled for the ``Shuffle`` filter (every
+value's first byte, then every second byte, ...), then ``zlib.compress`` at
+level 6; a chunk that is all fill value is not written at all, as
+zarr-python does not write one.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from .spec import DEFLATE_LEVEL, FLOAT32_EXACT_INTEGER_LIMIT, FLOAT32_MAX
+
+
+@dataclass(frozen=True, slots=True)
+class BlockStats:
+    """What the first pass learns of one block of genes.
+
+    Per gene: ``nnz`` (stored values at the input's dtype, canonical),
+    ``nnz32`` (those still non-zero in float32) and ``bad`` (NaN, infinite or
+    beyond float32); for the block: ``integral`` (every value a whole number)
+    and ``max_abs``.
+    """
+
+    start: int
+    nnz: np.ndarray
+    nnz32: np.ndarray
+    bad: np.ndarray
+    integral: bool
+    max_abs: float
+
+
+def canonical_csc(block: Any) -> sp.csc_matrix:
+    """``block`` as CSC with sorted, unique indices and no stored zero (never in place)."""
+    m = sp.csc_matrix(block, copy=True) if sp.issparse(block) else sp.csc_matrix(np.asarray(block))
+    m.sum_duplicates()
+    m.eliminate_zeros()
+    m.sort_indices()
+    return m
+
+
+def _integral_kind(dtype: np.dtype[Any]) -> bool:
+    """Whether the stored type may widen to float64 for this input dtype (cellucid's rule)."""
+    return dtype.kind in "iu" or (dtype.kind == "f" and dtype.itemsize > 4)
+
+
+def value_stats(values: np.ndarray) -> tuple[bool, float]:
+    """``(integral, max_abs)`` of finite ``values`` (integral is False when it cannot widen)."""
+    if values.size == 0:
+        return True, 0.0
+    if not _integral_kind(values.dtype):
+        return False, float(np.max(np.abs(values.astype(np.float64, copy=False))))
+    integral = bool(np.all(np.floor(values) == values)) if values.dtype.kind == "f" else True
+    return integral, max(-float(values.min()), float(values.max()))
+
+
+def block_stats(block: Any, start: int, *, sparse: bool) -> BlockStats:
+    """The first pass over one block (sparse: canonical CSC counts; dense: bad values only).
+
+    Per-gene counts are taken only of what is there: a block with no bad value
+    and no value that becomes zero in float32 costs no per-value temporary.
+    """
+    if sparse:
+        m = canonical_csc(block)
+        data = m.data
+        w = m.shape[1]
+        counts = np.diff(m.indptr).astype(np.int64)
+
+        def per_gene(mask: np.ndarray) -> np.ndarray:
+            gene_of = np.repeat(np.arange(w), counts)
+            return np.bincount(gene_of[mask], minlength=w).astype(np.int64)
+
+    else:
+        data = block.toarray() if sp.issparse(block) else np.asarray(block)
+        w = data.shape[1]
+        counts = np.zeros(w, dtype=np.int64)
+
+        def per_gene(mask: np.ndarray) -> np.ndarray:
+            return mask.sum(axis=0).astype(np.int64)
+
+    if data.dtype.kind == "b":
+        data = data.astype(np.uint8)
+    if data.dtype.kind not in "iuf":
+        msg = f"the matrix holds {data.dtype} values; real numbers are needed"
+        raise TypeError(msg)
+    bad = np.zeros(w, dtype=np.int64)
+    ok = data
+    if data.dtype.kind == "f":
+        finite = np.isfinite(data)
+        bad_entry = ~finite
+        if data.dtype.itemsize > 4:
+            with np.errstate(invalid="ignore"):
+                bad_entry |= finite & (np.abs(data) > FLOAT32_MAX)
+        if bad_entry.any():
+            bad = per_gene(bad_entry)
+            ok = data[~bad_entry]
+    integral, max_abs = value_stats(np.asarray(ok).reshape(-1))
+    nnz32 = counts
+    if sparse and data.dtype.kind == "f" and data.dtype.itemsize > 4:
+        nz32 = data.astype(np.float32) != 0
+        if not nz32.all():
+            nnz32 = per_gene(nz32)
+    return BlockStats(start, counts, nnz32, bad, integral, max_abs)
+
+
+def stored_dtype(input_dtype: np.dtype[Any], *, integral: bool, max_abs: float) -> str:
+    """float32, or float64 for integer counts that float32 cannot hold exactly."""
+    if _integral_kind(np.dtype(input_dtype)) and integral and max_abs > FLOAT32_EXACT_INTEGER_LIMIT:
+        return "float64"
+    return "float32"
+
+
+def stored_csc(block: Any, dtype: str) -> sp.csc_matrix:
+    """Canonical CSC at the stored type; values that became zero in it are dropped."""
+    m = canonical_csc(block)
+    data = m.data.astype(dtype)
+    m = sp.csc_matrix((data, m.indices, m.indptr), shape=m.shape)
+    if data.size and not np.all(data):
+        m.eliminate_zeros()
+    return m
+
+
+def encode_chunk(
+    values: np.ndarray, chunk_shape: tuple[int, ...], *, shuffle: bool
+) -> bytes | None:
+    """One zarr v2 chunk: padded to ``chunk_shape``, maybe shuffled, zlib level 6.
+
+    ``None`` when every value is the fill value 0 (zarr-python writes no such chunk).
+    """
+    if values.shape != chunk_shape:
+        padded = np.zeros(chunk_shape, dtype=values.dtype)
+        padded[tuple(slice(0, n) for n in values.shape)] = values
+        values = padded
+    if not values.any():
+        return None
+    raw = np.ascontiguousarray(values).view(np.uint8).reshape(-1)
+    if shuffle and values.dtype.itemsize > 1:
+        raw = np.ascontiguousarray(raw.reshape(-1, values.dtype.itemsize).T).reshape(-1)
+    return zlib.compress(raw.tobytes(), DEFLATE_LEVEL)
+
+
+def decode_chunk(
+    payload: bytes, dtype: str, chunk_shape: tuple[int, ...], *, shuffle: bool
+) -> np.ndarray:
+    """The inverse of :func:`encode_chunk`."""
+    raw = np.frombuffer(zlib.decompress(payload), dtype=np.uint8)
+    itemsize = np.dtype(dtype).itemsize
+    if shuffle and itemsize > 1:
+        raw = np.ascontiguousarray(raw.reshape(itemsize, -1).T).reshape(-1)
+    return raw.view(dtype).reshape(chunk_shape)
+
+
+def sparse_chunks(
+    m: sp.csc_matrix,
+    base: int,
+    first_chunk: int,
+    stop_chunk: int,
+    chunk: int,
+    nnz: int,
+    indices_dtype: str,
+) -> list[tuple[int, bytes | None, bytes | None]]:
+    """``(chunk index, data bytes, indices bytes)`` of chunks ``[first_chunk, stop_chunk)``.
+
+    ``m`` holds the segment's genes at the stored type, its first value at
+    global position ``base`` of ``X/data``.
+    """
+    out = []
+    for c in range(first_chunk, stop_chunk):
+        p0, p1 = c * chunk, min((c + 1) * chunk, nnz)
+        data = m.data[p0 - base : p1 - base]
+        indices = m.indices[p0 - base : p1 - base].astype(indices_dtype, copy=False)
+        if data.size != p1 - p0:
+            msg = f"chunk {c}: {data.size} values where {p1 - p0} were counted"
+            raise AssertionError(msg)
+        out.append(
+            (
+                c,
+                encode_chunk(data, (chunk,), shuffle=False),
+                encode_chunk(indices, (chunk,), shuffle=True),
+            )
+        )
+    return out
+
+
+def dense_chunks(
+    block: np.ndarray, first_strip: int, chunk_shape: tuple[int, int]
+) -> list[tuple[str, bytes | None]]:
+    """``(chunk key, bytes)`` of every chunk of the strips ``block`` holds (no shuffle)."""
+    rows, cols = chunk_shape
+    out = []
+    n_strips = -(-block.shape[1] // cols)
+    for s in range(n_strips):
+        strip = block[:, s * cols : (s + 1) * cols]
+        for r in range(-(-block.shape[0] // rows)):
+            piece = strip[r * rows : (r + 1) * rows]
+            out.append((f"{r}.{first_strip + s}", encode_chunk(piece, chunk_shape, shuffle=False)))
+    return out

@@ -1,0 +1,111 @@
+"""Reading genes as the browser does: the consolidated metadata, ``X/indptr``, covering chunks.
+
+Nothing else of the store is read: no listing, no other document.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from dask_cellucid.errors import InputValueError
+from dask_cellucid.storage import Target
+
+from . import kernels
+from .spec import CONSOLIDATED
+
+if TYPE_CHECKING:
+    import os
+    from collections.abc import Mapping, Sequence
+
+
+class StoreReader:
+    """A store opened from its consolidated metadata and ``X/indptr``."""
+
+    def __init__(
+        self,
+        path_or_url: str | os.PathLike[str] | Target,
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.target = (
+            path_or_url
+            if isinstance(path_or_url, Target)
+            else Target.from_url(path_or_url, storage_options)
+        )
+        raw = self.target.read(CONSOLIDATED)
+        if raw is None:
+            msg = f"{self.target.display_url} has no {CONSOLIDATED}: not a finished store."
+            raise InputValueError(msg)
+        self.meta: dict[str, Any] = json.loads(raw)["metadata"]
+        x_attrs = self.meta["X/.zattrs"]
+        self.sparse = x_attrs["encoding-type"] == "csc_matrix"
+        if self.sparse:
+            self.shape = tuple(x_attrs["shape"])
+            self.indptr = self._whole("X/indptr").astype(np.int64)
+        else:
+            self.shape = tuple(self.meta["X/.zarray"]["shape"])
+
+    def _array_meta(self, name: str) -> dict[str, Any]:
+        return self.meta[f"{name}/.zarray"]
+
+    def _chunk(self, name: str, key: str) -> np.ndarray:
+        meta = self._array_meta(name)
+        dtype = np.dtype(meta["dtype"]).newbyteorder("=").str
+        shuffle = bool(meta["filters"])
+        chunks = tuple(meta["chunks"])
+        payload = self.target.read(f"{name}/{key}")
+        if payload is None:
+            return np.zeros(chunks, dtype=dtype)
+        return kernels.decode_chunk(payload, dtype, chunks, shuffle=shuffle)
+
+    def _whole(self, name: str) -> np.ndarray:
+        meta = self._array_meta(name)
+        n, c = meta["shape"][0], meta["chunks"][0]
+        parts = [self._chunk(name, str(i)) for i in range(-(-n // c))]
+        return np.concatenate(parts)[:n] if parts else np.zeros(0, np.dtype(meta["dtype"]))
+
+    def _range(self, name: str, p0: int, p1: int) -> np.ndarray:
+        """Positions ``[p0, p1)`` of a 1-D array, from the chunks that cover them only."""
+        meta = self._array_meta(name)
+        c = meta["chunks"][0]
+        if p1 <= p0:
+            return np.zeros(0, dtype=np.dtype(meta["dtype"]))
+        first, last = p0 // c, (p1 - 1) // c
+        parts = np.concatenate([self._chunk(name, str(i)) for i in range(first, last + 1)])
+        return parts[p0 - first * c : p1 - first * c]
+
+    def read_gene(self, j: int) -> np.ndarray:
+        """Gene ``j`` (its position in ``X``) as a dense vector of ``n_cells`` values."""
+        n_cells = self.shape[0]
+        if self.sparse:
+            p0, p1 = int(self.indptr[j]), int(self.indptr[j + 1])
+            data = self._range("X/data", p0, p1)
+            rows = self._range("X/indices", p0, p1)
+            out = np.zeros(n_cells, dtype=data.dtype)
+            out[rows] = data
+            return out
+        meta = self._array_meta("X")
+        rows, cols = meta["chunks"]
+        strip, at = divmod(j, cols)
+        parts = [self._chunk("X", f"{r}.{strip}") for r in range(-(-n_cells // rows))]
+        return np.concatenate(parts)[:n_cells, at]
+
+
+def read_gene(
+    path_or_url: str | os.PathLike[str] | Target,
+    j: int,
+    storage_options: Mapping[str, Any] | None = None,
+) -> np.ndarray:
+    """Gene ``j`` of a store, read as the browser reads it (see :class:`StoreReader`)."""
+    return StoreReader(path_or_url, storage_options).read_gene(j)
+
+
+def read_genes(reader: StoreReader, genes: Sequence[int]) -> np.ndarray:
+    """Several genes as an ``(n_cells, len(genes))`` array."""
+    return (
+        np.stack([reader.read_gene(j) for j in genes], axis=1)
+        if genes
+        else np.zeros((reader.shape[0], 0))
+    )

@@ -1,0 +1,254 @@
+"""The store as the engine writes it: :class:`StoreWriter` and the block task.
+
+Each block task gets exactly the genes of one segment (:mod:`.segments`) and
+writes whole chunks of ``X/data`` and ``X/indices`` (sparse) or whole column
+strips of ``X`` (dense); no two tasks write the same chunk. ``finish`` writes
+everything else (:mod:`.elements`), then the consolidated metadata, last.
+
+On a local disk the store is written under a staging name beside
+``out_path`` and renamed into place at the end, so a reader never sees a half
+store there. On object storage there is no rename: the chunks and documents go
+straight to ``out_path``, the consolidated metadata last (a re-run withdraws it
+first), and until it exists the store does not open in the browser.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import shutil
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from dask_cellucid.errors import TargetExistsError
+
+from . import kernels
+from .elements import Elements, XLayout, metadata_files
+from .spec import CONSOLIDATED, strip_chunks
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from dask_cellucid.storage import Target
+    from dask_cellucid.types import Plan
+
+    from .segments import Segment
+
+
+@dataclass(frozen=True, slots=True)
+class SparseJob:
+    """One segment of a sparse ``X``: its chunks, and its genes' global positions."""
+
+    first_chunk: int
+    stop_chunk: int
+    indptr: np.ndarray  # the segment's genes' n + 1 global positions in X/data
+    chunk: int
+    nnz: int
+    dtype: str
+    indices_dtype: str
+
+
+@dataclass(frozen=True, slots=True)
+class DenseJob:
+    """Column strips ``[first_strip, ...)`` of a dense ``X``."""
+
+    first_strip: int
+    chunks: tuple[int, int]
+    dtype: str
+
+
+def write_segment(
+    block: Any, job: SparseJob | DenseJob, target: Target, flush_group: str | None = None
+) -> list[Any]:
+    """Encode one segment's whole chunks and write them; return ``(kind, first, stop)``."""
+    if isinstance(job, DenseJob):
+        arr = block.toarray() if hasattr(block, "toarray") else np.asarray(block)
+        arr = arr.astype(job.dtype, copy=False)
+        pieces = kernels.dense_chunks(arr, job.first_strip, job.chunks)
+        named = [(f"X/{key}", payload) for key, payload in pieces if payload is not None]
+        record = ("dense", job.first_strip, job.first_strip + -(-arr.shape[1] // job.chunks[1]))
+    else:
+        m = kernels.stored_csc(block, job.dtype)
+        counts = np.diff(m.indptr)
+        if not np.array_equal(counts, np.diff(job.indptr)):
+            msg = (
+                "the input changed between the counting pass and the write: a segment's genes "
+                "hold other numbers of values now"
+            )
+            raise AssertionError(msg)
+        pieces = kernels.sparse_chunks(
+            m,
+            int(job.indptr[0]),
+            job.first_chunk,
+            job.stop_chunk,
+            job.chunk,
+            job.nnz,
+            job.indices_dtype,
+        )
+        named = []
+        for c, data, indices in pieces:
+            if data is not None:
+                named.append((f"X/data/{c}", data))
+            if indices is not None:
+                named.append((f"X/indices/{c}", indices))
+        record = ("sparse", job.first_chunk, job.stop_chunk)
+    if named:
+        paths, payloads = zip(*named, strict=True)
+        target.write_payloads(list(paths), list(payloads), lambda: None, flush_group=flush_group)
+    return [record]
+
+
+def count_block(block: Any, start: int, sparse: bool) -> list[kernels.BlockStats]:  # noqa: FBT001
+    """The first pass's task: per-gene counts of one block (nothing is written)."""
+    return [kernels.block_stats(block, start, sparse=sparse)]
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    """What :func:`~dask_cellucid.store_api.prepare_store` wrote."""
+
+    path: str
+    n_cells: int
+    n_genes: int
+    nnz: int
+    dtype: str
+    sparse: bool
+    n_tasks: int
+    seconds: float
+
+    def __str__(self) -> str:
+        what = f"{self.nnz:,} stored values" if self.sparse else "dense"
+        return (
+            f"wrote {self.path}: {self.n_cells:,} cells x {self.n_genes:,} genes ({what}, "
+            f"{self.dtype}) in {self.n_tasks} tasks, {self.seconds:.2f} s"
+        )
+
+
+def is_zarr_store(target: Target) -> bool:
+    return target.exists(".zgroup") or target.exists("zarr.json")
+
+
+@dataclass
+class StoreWriter:
+    """One run's writer. ``target`` is where the chunks go (the staging folder on a local
+    disk), ``final`` the store's place."""
+
+    plan: Plan
+    target: Target
+    final: Target
+    segments: Sequence[Segment]
+    elements: Elements = field(repr=False)
+    layout: XLayout = field(repr=False)
+    force: bool = False
+
+    block_task = staticmethod(write_segment)
+
+    def check(self) -> None:
+        """Refuse an existing ``out_path`` without ``force``, and anything but a store with it."""
+        check_destination(self.final, force=self.force)
+
+    def begin(self) -> list[int]:
+        """Withdraw an old store's consolidated metadata (object storage) or the staging folder."""
+        if self.final.is_local:
+            self.target.remove_tree("")
+        elif self.final.exists(CONSOLIDATED) or is_zarr_store(self.final):
+            # a reader must never open a mix of the old store and this one
+            self.final.remove(CONSOLIDATED)
+            self.final.remove_tree("")
+        self.target.prepare(*(("X/data", "X/indices") if self.layout.sparse else ("X",)))
+        return []
+
+    def jobs(self, skip: Sequence[int]) -> list[tuple[int, Any]]:
+        done = set(skip)
+        opts = self.plan.options
+        out: list[tuple[int, Any]] = []
+        for i, seg in enumerate(self.segments):
+            if i in done:
+                continue
+            if opts.sparse:
+                assert self.layout.indptr is not None
+                job: Any = SparseJob(
+                    seg.first_chunk,
+                    seg.stop_chunk,
+                    np.asarray(
+                        self.layout.indptr[seg.first_gene : seg.stop_gene + 1], dtype=np.int64
+                    ),
+                    self.layout.chunk,
+                    opts.nnz,
+                    opts.dtype,
+                    "int64" if self.plan.n_cells > 2**31 - 1 else "int32",
+                )
+            else:
+                job = DenseJob(seg.first_chunk, strip_chunks(*self.layout.shape), opts.dtype)
+            out.append((i, job))
+        return out
+
+    def finish(self, records: list[Any], seconds: float) -> StoreResult:
+        """Everything else, then the consolidated metadata; then the rename into place."""
+        files, consolidated = metadata_files(self.elements, self.layout)
+        self.target.prepare(*sorted({posixpath.dirname(k) for k in files} - {""}))
+        self.target.write(files)
+        self.target.write({CONSOLIDATED: consolidated})
+        if self.final.is_local and self.target.root != self.final.root:
+            place(self.target.root, self.final.root)
+        n_cells, n_genes = self.layout.shape
+        return StoreResult(
+            path=self.final.display_url,
+            n_cells=n_cells,
+            n_genes=n_genes,
+            nnz=self.plan.options.nnz,
+            dtype=self.plan.options.dtype,
+            sparse=self.layout.sparse,
+            n_tasks=len(self.segments),
+            seconds=seconds,
+        )
+
+    def abandon(self) -> None:
+        """Remove the staging folder of a failed local run."""
+        if self.final.is_local and self.target.root != self.final.root:
+            shutil.rmtree(self.target.root, ignore_errors=True)
+
+
+def check_destination(final: Target, *, force: bool) -> None:
+    """``out_path`` absent, or (with ``force``) a zarr store that may be replaced."""
+    if final.is_local:
+        path = final.root
+        if not (os.path.lexists(path)):
+            return
+        if not force:
+            msg = f"{path} already exists; pass force=True to replace it."
+            raise TargetExistsError(msg)
+        if os.path.islink(path) or not os.path.isdir(path) or not is_zarr_store(final):
+            msg = (
+                f"{path} exists and is not a Zarr store, so force=True does not replace it; "
+                "remove it yourself if it should go."
+            )
+            raise TargetExistsError(msg)
+        return
+    if (final.exists(CONSOLIDATED) or is_zarr_store(final)) and not force:
+        msg = f"{final.display_url} already holds a store; pass force=True to replace it."
+        raise TargetExistsError(msg)
+
+
+def staging_path(final_root: str) -> str:
+    """The local staging folder beside ``final_root``."""
+    parent, name = os.path.split(final_root.rstrip("/"))
+    return os.path.join(parent, f".{name}.{os.getpid()}.partial")
+
+
+def place(staging: str, final: str) -> None:
+    """Move the complete staging folder to ``final``, replacing an old store only then."""
+    replaced = f"{staging}.replaced"
+    had = os.path.lexists(final)
+    if had:
+        os.replace(final, replaced)
+    try:
+        os.replace(staging, final)
+    except BaseException:
+        if had:
+            os.replace(replaced, final)
+        raise
+    if had:
+        shutil.rmtree(replaced, ignore_errors=True)

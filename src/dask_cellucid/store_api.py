@@ -1,0 +1,475 @@
+"""The user-facing entry point of the Cellucid-ready store: :func:`prepare_store`.
+
+The store format (``formats/store``) on the same engine as the folder format:
+a first pass counts every gene's stored values (and refuses NaN/Inf naming the
+genes, before anything is written), ``indptr`` is their running sum, ``X/data``
+is cut into chunk-aligned segments, and one block task per segment writes its
+whole chunks. Everything else of the store is small and written at the end,
+the consolidated metadata last.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import _scheduler, options
+from . import plan as planning
+from .adapters import as_source
+from .engine import Export, run_blocks
+from .errors import InputShapeError, InputValueError, InvalidOptionError, VerificationError
+from .formats.store import elements as el
+from .formats.store import kernels, segments
+from .formats.store.read import StoreReader
+from .formats.store.spec import SLICED_CHUNK, StoreOptions, strip_chunks
+from .formats.store.writer import (
+    StoreResult,
+    StoreWriter,
+    check_destination,
+    count_block,
+    staging_path,
+)
+from .genes import make_unique
+from .storage import Target
+from .types import Plan
+
+log = logging.getLogger("dask_cellucid")
+
+#: Memory one block task holds per stored value of its genes (input, canonical copy, output).
+_BYTES_PER_STORED = 32
+#: Segment tasks per thread, at least (when there are enough chunks).
+_TASKS_PER_THREAD = 4
+
+
+def _is_anndata(obj: Any) -> bool:
+    return any(
+        c.__name__ == "AnnData" and c.__module__.startswith("anndata") for c in type(obj).__mro__
+    )
+
+
+def _components(data: Any) -> dict[str, Any]:
+    """What an AnnData supplies: obs, X with var, numeric obsm arrays, the graph, the identity."""
+    if not _is_anndata(data):
+        msg = f"data must be an anndata.AnnData, got {type(data).__name__}."
+        raise InvalidOptionError(msg)
+    out: dict[str, Any] = {"obs": data.obs}
+    emb = {}
+    for key, value in data.obsm.items():
+        dtype = getattr(value, "dtype", None)
+        if isinstance(value, pd.DataFrame) or dtype is None or np.dtype(dtype).kind not in "iuf":
+            continue
+        emb[key] = value
+    out["embeddings"] = emb
+    if data.X is not None:
+        out["gene_expression"] = data
+        out["var"] = data.var
+    if "connectivities" in data.obsp:
+        out["connectivities"] = data.obsp["connectivities"]
+    record = data.uns.get("cellucid") if hasattr(data.uns, "get") else None
+    if isinstance(record, Mapping):
+        for key, name in (("id", "dataset_id"), ("name", "dataset_name")):
+            if record.get(key) is not None:
+                out[name] = str(record[key])
+        extra = {}
+        for key in ("description", "citation", "source"):
+            if record.get(key) is not None:
+                extra[key] = _plain(record[key])
+        out["uns_extra"] = extra
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _gene_names(
+    var: pd.DataFrame | None, n_genes: int, column: str | None
+) -> tuple[list[str], list[str]]:
+    """The stored var index (unique names) and the names the viewer shows (for selection)."""
+    if column is not None and (var is None or column not in var.columns):
+        have = [] if var is None else [str(c) for c in var.columns]
+        msg = (
+            f"var_gene_id_column names var[{column!r}], which var does not have. var holds: {have}."
+        )
+        raise InvalidOptionError(msg)
+    names = el.row_names(var, n_genes, "var")
+    if names is None:
+        if column is None:
+            msg = (
+                "The genes have no names: give var an index of gene identifiers, or pass "
+                "var_gene_id_column naming the var column that holds them."
+            )
+            raise InvalidOptionError(msg)
+        names = [str(v) for v in var[column]]  # type: ignore[index]
+    unique = make_unique(names)
+    shown = unique if column is None else make_unique([str(v) for v in var[column]])
+    return unique, shown
+
+
+def _connectivities(graph: Any, n_cells: int) -> Any:
+    import scipy.sparse as sp
+
+    g = sp.csr_matrix(graph).astype(np.float64)
+    if g.shape != (n_cells, n_cells):
+        msg = f"connectivities must be {n_cells:,} x {n_cells:,}, got {g.shape}."
+        raise InputShapeError(msg)
+    g.sum_duplicates()
+    if not np.isfinite(g.data).all() or (g.data < 0).any():
+        msg_0 = "Connectivity weights must all be finite and non-negative."
+        raise InputValueError(msg_0)
+    g.eliminate_zeros()
+    if g.diagonal().any():
+        msg_0 = "Connectivity diagonal values must all be exactly zero."
+        raise InputValueError(msg_0)
+    if (g != g.T).nnz:
+        msg_0 = "Connectivity matrix must be exactly symmetric."
+        raise InputValueError(msg_0)
+    g = g.astype(np.float32)
+    g.sort_indices()
+    return g
+
+
+def prepare_store(
+    out_path: str | os.PathLike[str],
+    *,
+    format: str = "zarr",
+    data: Any = None,
+    embeddings: Mapping[str, Any] | None = None,
+    dataset_id: str | None = None,
+    dataset_name: str | None = None,
+    obs: pd.DataFrame | None = None,
+    var: pd.DataFrame | None = None,
+    gene_expression: Any = None,
+    gene_identifiers: Sequence[str] | None = None,
+    var_gene_id_column: str | None = None,
+    connectivities: Any = None,
+    zarr_format: int | None = None,
+    force: bool = False,
+    scheduler: Any = None,
+    num_workers: int | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    max_memory: int | str | None = None,
+    progress: bool | None = None,
+    verify: bool = False,
+    chunk_values: int = SLICED_CHUNK,
+) -> StoreResult:
+    """Write a Cellucid-ready AnnData zarr store, in parallel and out of core.
+
+    The same store as ``cellucid.prepare(out_path, format="zarr", ...)``
+    (cellucid 0.9.5), whose argument names mean the same here: ``X`` as
+    canonical CSC (sparse input) or column strips (dense), float32 (float64
+    for integer counts above 2^24), chunked and deflated for the browser;
+    ``obs``, ``var``, ``obsm``, ``obsp['connectivities']``, ``uns['title']``
+    and ``uns['cellucid']``; the consolidated metadata written last.
+
+    Parameters
+    ----------
+    out_path
+        A ``.zarr`` path or fsspec URL. On a local disk the store is written
+        beside it under a staging name and renamed into place when complete.
+    format
+        ``"zarr"`` (``"zarr.zip"`` and ``"h5ad"`` are not written yet).
+    data
+        An AnnData (in memory or backed; ``X`` read out of core) supplying
+        every component not given explicitly: obs, X with var, its numeric
+        ``obsm`` arrays, ``obsp['connectivities']`` and the identity in
+        ``uns['cellucid']``.
+    embeddings
+        ``{obsm key: (n_cells, k) array}``, at least one; stored as given, float32.
+    dataset_id, dataset_name
+        The dataset's id (``^[A-Za-z0-9][A-Za-z0-9._-]{0,179}$``, not ending in
+        ``.``) and display name (also ``uns['title']``).
+    obs, var
+        Cell and gene metadata; every column is stored.
+    gene_expression
+        ``(n_cells, n_genes)``: anything :func:`dask_cellucid.prepare` takes
+        (NumPy, scipy.sparse, Dask, AnnData, .h5ad/.zarr path).
+    gene_identifiers
+        Keep only these genes, in this order (matched against the names the
+        viewer shows: ``var_gene_id_column``, else the var index).
+    var_gene_id_column
+        The var column naming the genes in the viewer.
+    connectivities
+        ``(n_cells, n_cells)`` symmetric neighbour graph, stored as
+        ``obsp['connectivities']`` (CSR float32).
+    zarr_format
+        2 (the default; 3 is not written yet).
+    force
+        Replace an existing store at ``out_path`` (never anything else).
+    scheduler, num_workers, progress
+        How to run, as for :func:`dask_cellucid.prepare`.
+    storage_options
+        fsspec options for an ``out_path`` URL.
+    max_memory
+        Memory budget, as for :func:`dask_cellucid.prepare`; it sizes the
+        counting blocks and the chunk segments.
+    verify
+        Read every gene back as the browser does and compare it with the
+        input (a second read of the input).
+    chunk_values
+        Values per chunk of ``X/data`` and ``X/indices``: 65,536, the
+        contract's; smaller only for tests.
+
+    Raises
+    ------
+    InvalidOptionError, InputShapeError, InputValueError
+        Bad arguments or data (NaN or Inf in ``X``, naming the genes), before
+        anything is written.
+    TargetExistsError
+        ``out_path`` exists and ``force`` is not set.
+    """
+    options.check_choice("format", format, ("zarr",))
+    if zarr_format not in (None, 2) or isinstance(zarr_format, bool):
+        msg = f"zarr_format must be 2 (zarr v3 is not written yet), got {zarr_format!r}."
+        raise InvalidOptionError(msg)
+    for flag, value in (("force", force), ("verify", verify)):
+        options.check_flag(flag, value)
+    options.check_positive_int("chunk_values", chunk_values)
+    name = os.fspath(out_path).rstrip("/").rsplit("/", 1)[-1]
+    if not name.lower().endswith(".zarr") or name.lower() == ".zarr":
+        msg = (
+            f'format="zarr" writes a .zarr folder, and out_path {os.fspath(out_path)!r} '
+            "does not end in .zarr."
+        )
+        raise InvalidOptionError(msg)
+    _scheduler.check(scheduler, num_workers)
+    budget = options.resolve_memory(max_memory)
+
+    given = {
+        "embeddings": embeddings,
+        "dataset_id": dataset_id,
+        "dataset_name": dataset_name,
+        "obs": obs,
+        "var": var,
+        "gene_expression": gene_expression,
+        "connectivities": connectivities,
+    }
+    args = {
+        **(_components(data) if data is not None else {}),
+        **{k: v for k, v in given.items() if v is not None},
+    }
+    if var is not None and gene_expression is None and data is None:
+        msg_0 = "var describes the genes of gene_expression, and none was supplied."
+        raise InvalidOptionError(msg_0)
+    for key in ("dataset_id", "dataset_name"):
+        if args.get(key) is None:
+            msg = f"prepare_store() needs {key}" + (
+                ": data's uns['cellucid'] names none." if data is not None else "."
+            )
+            raise InvalidOptionError(msg)
+    if not args.get("embeddings"):
+        msg_0 = "prepare_store() needs embeddings=: at least one {obsm key: (n_cells, k) array}."
+        raise InvalidOptionError(msg_0)
+    if args.get("gene_expression") is None:
+        msg_0 = "prepare_store() needs gene_expression= (or data= with an X)."
+        raise InvalidOptionError(msg_0)
+    obsm = {str(k): el.cell_matrix(v, f"Embedding {k!r}") for k, v in args["embeddings"].items()}
+    n_cells = next(iter(obsm.values())).shape[0]
+    if any(v.shape[0] != n_cells for v in obsm.values()):
+        msg_0 = "All embeddings must have one row per cell."
+        raise InputShapeError(msg_0)
+    uns = el.cellucid_uns(args["dataset_id"], args["dataset_name"], args.get("uns_extra"))
+    obs_index, obs_columns = el.obs_elements(args.get("obs"), n_cells)
+
+    source = as_source(args["gene_expression"], max_memory=budget)
+    if source.shape[0] != n_cells:
+        msg = (
+            f"gene_expression has {source.shape[0]:,} rows, but the embeddings have "
+            f"{n_cells:,} cells."
+        )
+        raise InputShapeError(msg)
+    var_df = args.get("var")
+    if var_df is None:
+        var_df = source.var
+    if isinstance(var_df, pd.DataFrame) and len(var_df) != source.shape[1]:
+        msg = f"var has {len(var_df):,} rows, and gene_expression {source.shape[1]:,} columns."
+        raise InputShapeError(msg)
+    unique, shown = _gene_names(var_df, source.shape[1], var_gene_id_column)
+    if gene_identifiers is not None:
+        wanted = [str(g) for g in gene_identifiers]
+        if len(set(wanted)) != len(wanted):
+            msg_0 = "gene_identifiers must not contain duplicate identifiers."
+            raise InvalidOptionError(msg_0)
+        at = {g: i for i, g in enumerate(shown)}
+        absent = [g for g in wanted if g not in at]
+        if absent:
+            msg = f"gene_identifiers contains identifiers not found in var: {absent[:5]}"
+            raise InvalidOptionError(msg)
+        columns = [at[g] for g in wanted]
+    else:
+        columns = list(range(source.shape[1]))
+    if not columns:
+        msg_0 = "no gene is selected."
+        raise InvalidOptionError(msg_0)
+    frame = pd.DataFrame(index=pd.RangeIndex(source.shape[1])) if var_df is None else var_df
+    frame = frame.iloc[columns]
+    var_index = np.asarray([unique[c] for c in columns], dtype=object)
+    elements = el.Elements(
+        obs_index=obs_index,
+        obs=obs_columns,
+        var_index=var_index,
+        var=el.frame_columns(frame, "var"),
+        obsm=obsm,
+        uns=uns,
+    )
+    if args.get("connectivities") is not None:
+        elements.obsp["connectivities"] = _connectivities(args["connectivities"], n_cells)
+
+    final = Target.from_url(out_path, storage_options)
+    final.check_access()
+    check_destination(final, force=force)
+    target = Target.from_url(staging_path(final.root)) if final.is_local else final
+    sparse = source.is_sparse
+    token = source.data_token()
+    n_genes = len(columns)
+    ids = tuple(str(v) for v in var_index)
+
+    with _scheduler.resolve(scheduler, num_workers) as compute:
+        # pass 1: count and check every gene; nothing is written
+        n_threads = compute.n_threads
+        task_memory = planning.task_memory(budget, n_threads)
+        per = planning.genes_per_block(
+            n_cells,
+            n_genes,
+            source.bytes_per_value(),
+            block_memory=task_memory,
+            n_threads=n_threads,
+        )
+        sizes = planning.block_sizes(n_genes, per)
+        x = source.column_blocks(columns, sizes)
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int)
+        stats = run_blocks(
+            x,
+            count_block,
+            [(i, int(s)) for i, s in enumerate(starts)],
+            sparse,
+            compute=compute,
+            name=f"count-{token[:8]}",
+            n_items=n_genes,
+            progress=progress,
+            desc="Counting values",
+        )
+        bad = np.concatenate([s.bad for s in sorted(stats, key=lambda s: s.start)])
+        if bad.any():
+            which = [ids[j] for j in np.flatnonzero(bad)]
+            more = f" and {len(which) - 10:,} more" if len(which) > 10 else ""
+            msg = (
+                f"gene_expression must hold finite numbers within the float32 range; NaN, Inf or "
+                f"values beyond float32 in {len(which):,} gene(s): {which[:10]}{more}. "
+                "Nothing was written."
+            )
+            raise InputValueError(msg)
+        dtype = kernels.stored_dtype(
+            source.dtype,
+            integral=all(s.integral for s in stats),
+            max_abs=max((s.max_abs for s in stats), default=0.0),
+        )
+        ordered = sorted(stats, key=lambda s: s.start)
+        counts = np.concatenate([s.nnz32 if dtype == "float32" else s.nnz for s in ordered])
+        indptr = np.zeros(n_genes + 1, dtype=np.int64)
+        np.cumsum(counts, out=indptr[1:])
+        nnz = int(indptr[-1]) if sparse else 0
+
+        if sparse:
+            chunk = max(1, min(chunk_values, nnz))
+            n_chunks = -(-nnz // chunk)
+            per_task = segments.chunks_per_task(task_memory, chunk, _BYTES_PER_STORED)
+            # several tasks per thread, so that every thread has work
+            per_task = min(per_task, max(1, -(-n_chunks // (_TASKS_PER_THREAD * n_threads))))
+            segs = segments.sparse_segments(indptr, chunk, per_task)
+        else:
+            chunk = chunk_values
+            strip = strip_chunks(n_cells, n_genes)[1]
+            per_strip = max(1.0, n_cells * strip * (source.dtype.itemsize + 8.0))
+            n_strips = -(-n_genes // strip)
+            per_task = min(
+                max(1, int(task_memory // per_strip)),
+                max(1, -(-n_strips // (_TASKS_PER_THREAD * n_threads))),
+            )
+            segs = segments.dense_segments(n_genes, strip, per_task)
+        layout = el.XLayout(
+            shape=(n_cells, n_genes),
+            dtype=dtype,
+            sparse=sparse,
+            indptr=indptr if sparse else None,
+            chunk=chunk,
+        )
+        plan = Plan(
+            n_cells=n_cells,
+            gene_ids=tuple(ids[g] for s in segs for g in range(s.first_gene, s.stop_gene)),
+            source_columns=tuple(
+                columns[g] for s in segs for g in range(s.first_gene, s.stop_gene)
+            ),
+            block_sizes=tuple(s.n_genes for s in segs),
+            options=StoreOptions(sparse=sparse, dtype=dtype, n_genes=n_genes, nnz=nnz, chunk=chunk),
+            source_token=token,
+        )
+        writer = StoreWriter(plan, target, final, segs, elements, layout, force=force)
+        writer.check()
+        try:
+            if segs:
+                result: StoreResult = Export(plan, source, writer).run(compute, progress=progress)
+            else:
+                t0 = time.perf_counter()
+                writer.begin()
+                result = writer.finish([], time.perf_counter() - t0)
+        except BaseException:
+            writer.abandon()
+            raise
+        if verify:
+            _verify(final, source, columns, sizes, compute, progress=progress)
+    return result
+
+
+def verify_block(block: Any, job: tuple[int, int], target: Target) -> list[tuple[int, int]]:
+    """Compare one block of the input with the store's genes ``[start, stop)``; the wrong ones."""
+    import scipy.sparse as sp
+
+    start, stop = job
+    reader = StoreReader(target)
+    dense = block.toarray() if sp.issparse(block) else np.asarray(block)
+    wrong = []
+    for k, j in enumerate(range(start, stop)):
+        got = reader.read_gene(j)
+        want = dense[:, k].astype(got.dtype)
+        if not np.array_equal(got, want):
+            wrong.append((j, int(np.count_nonzero(got != want))))
+    return wrong
+
+
+def _verify(
+    final: Target,
+    source: Any,
+    columns: list[int],
+    sizes: tuple[int, ...],
+    compute: Any,
+    *,
+    progress: bool | None,
+) -> None:
+    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+    x = source.column_blocks(columns, sizes)
+    jobs = [(i, (int(starts[i]), int(starts[i + 1]))) for i in range(len(sizes))]
+    wrong = run_blocks(
+        x,
+        verify_block,
+        jobs,
+        final,
+        compute=compute,
+        name="verify-store",
+        n_items=len(columns),
+        progress=progress,
+        desc="Verifying genes",
+    )
+    if wrong:
+        msg = f"{len(wrong)} gene(s) of {final.display_url} do not match the input: {wrong[:10]}"
+        raise VerificationError(msg)
