@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .api import Export, ExportResult, prepare, verify
+from .api import Export, ExportResult, prepare, prepare_folder, verify
 from .errors import (
     CellucidExportError,
     ExportWarning,
@@ -18,6 +18,7 @@ from .errors import (
 from .formats.folder.read import read_gene, read_genes, read_manifest
 from .formats.folder.validate import ValidationReport, validate
 from .formats.folder.verify import VerifyReport
+from .store_api import prepare_store
 
 __version__ = "0.1.0"
 
@@ -38,6 +39,8 @@ __all__ = [
     "VerifyReport",
     "__version__",
     "prepare",
+    "prepare_folder",
+    "prepare_store",
     "read_gene",
     "read_genes",
     "read_manifest",

@@ -7,6 +7,7 @@ its own module (see ``docs/architecture.md``).
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from typing import TYPE_CHECKING, Any, Literal
@@ -21,6 +22,7 @@ from .formats.folder import verify as folder_verify
 from .formats.folder.spec import Encoding, Layout, Rounding, layout_of
 from .formats.folder.writer import ExportResult, FolderWriter, folder_options, overflow_message
 from .storage import Target
+from .store_api import prepare_store
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -32,7 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("dask_cellucid")
 
 
-def prepare(
+def prepare_folder(
     gene_expression: Any = None,
     var: Any = None,
     *,
@@ -68,7 +70,7 @@ def prepare(
     compute: bool = True,
     verify: bool = False,
 ) -> ExportResult | Export:
-    """Export gene expression to a Cellucid folder, one Dask task per block of genes.
+    """Export gene expression to a Cellucid export folder, one Dask task per block of genes.
 
     A drop-in for the gene part of ``cellucid.prepare``: the same argument
     names mean the same things, and the output follows the same format. Every
@@ -293,6 +295,46 @@ def prepare(
     return result
 
 
+def prepare(*args: Any, format: str | None = None, **kwargs: Any) -> Any:
+    """Export for the Cellucid viewer: an export folder, or (with ``format=``) an AnnData store.
+
+    Two call forms, one per viewer generation:
+
+    - ``prepare(gene_expression, var, out_dir=..., ...)``, without ``format``:
+      the export folder of cellucid-python's ``prepare`` (``var/`` payloads
+      and ``var_manifest.json``), which the viewers of ``cellucid==0.0.9``
+      (``layout="key"``) and ``cellucid==0.9.2`` (``layout="index"``) open.
+      The arguments are those of :func:`prepare_folder`.
+    - ``prepare(out_path, format="zarr", data=adata, ...)``: the Cellucid-ready
+      AnnData store of ``cellucid>=0.9.5`` (what ``pip install cellucid``
+      gives), with cellucid 0.9.5's arguments: see
+      :func:`~dask_cellucid.store_api.prepare_store`.
+
+    Both run on the same engine: Dask tasks over blocks of genes, any input
+    (NumPy, scipy.sparse, Dask, AnnData, ``.h5ad``/``.zarr`` paths), local
+    disk or any fsspec URL, threads or a distributed cluster.
+    """
+    if format is None:
+        return prepare_folder(*args, **kwargs)
+    return prepare_store(*args, format=format, **kwargs)
+
+
+def _prepare_signature() -> inspect.Signature:
+    """Both forms' keywords, for ``help()`` and tools that read signatures."""
+    folder = inspect.signature(prepare_folder)
+    params = list(folder.parameters.values())
+    have = {p.name for p in params}
+    for p in inspect.signature(prepare_store).parameters.values():
+        if p.name in have or p.name in ("out_path", "chunk_values"):
+            continue
+        default = None if p.name == "format" else p.default
+        params.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY, default=default))
+    return folder.replace(parameters=params, return_annotation=Any)
+
+
+prepare.__signature__ = _prepare_signature()  # type: ignore[attr-defined]
+
+
 def _check_float32_range(source: Source, ids: Sequence[str], columns: Sequence[int]) -> None:
     """Refuse finite values the viewer's float32 cannot hold, when the matrix is in memory.
 
@@ -498,4 +540,4 @@ def verify_source(
     return check.finish(checks)
 
 
-__all__ = ["Export", "ExportResult", "prepare", "verify", "verify_source"]
+__all__ = ["Export", "ExportResult", "prepare", "prepare_folder", "verify", "verify_source"]
