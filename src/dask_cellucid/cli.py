@@ -7,13 +7,16 @@ input or arguments (the message says what to change); 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import re
 import sys
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import CellucidExportError
+from .errors import CellucidExportError, InvalidOptionError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -21,6 +24,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("dask_cellucid")
 
 DEMO_DIR = "cellucid-demo"
+DEMO_ID = "dask-cellucid-demo"
 
 _EXPORT_HELP = """\
 Export gene expression to a folder the Cellucid viewer opens.
@@ -41,6 +45,22 @@ examples:
   dask-cellucid export pbmc.h5ad out/pbmc --genes CD3E,MS4A1,NKG7
   dask-cellucid export atlas.zarr s3://bucket/atlas --quantization 8 --compression 6 \\
       --scheduler distributed
+"""
+
+_EXPORT_EPILOG = """\
+defaults differ from the Python API:
+  This command writes 8-bit values with gzip level 6 and takes INPUT's
+  obsm["X_umap"] as the embedding, so the folder opens in the viewer on its
+  own. dask_cellucid.prepare() follows cellucid.prepare instead: float32, no
+  gzip, and an embedding only when given (X_umap_2d=...). For prepare()'s
+  output here, pass --quantization none --compression none --embedding none.
+  The command prints the settings it uses before it exports.
+
+which viewer opens the folder:
+  --layout key (default)   pip install 'cellucid==0.0.9' (the release tagged v0.9.0)
+  --layout index           pip install 'cellucid==0.9.2'
+  cellucid 0.9.5 and later (what a plain `pip install cellucid` gives) reads
+  neither folder layout: it opens AnnData files directly.
 """
 
 
@@ -73,14 +93,16 @@ def _level(value: str) -> int | None:
     raise argparse.ArgumentTypeError(msg)
 
 
-def _storage_options(pairs: Sequence[str]) -> dict[str, Any]:
+def _storage_options(pairs: Sequence[str], flag: str = "--storage-option") -> dict[str, Any]:
+    """``KEY=VALUE`` pairs as fsspec options; ``true``/``false`` become booleans."""
     opts: dict[str, Any] = {}
     for pair in pairs:
-        key, _, value = pair.partition("=")
-        if not _:
-            msg = f"--storage-option {pair!r} must look like KEY=VALUE"
-            raise argparse.ArgumentTypeError(msg)
-        opts[key] = value
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            msg = f"{flag} {pair!r} must look like KEY=VALUE, e.g. endpoint_url=http://..."
+            raise InvalidOptionError(msg)
+        low = value.lower()
+        opts[key] = True if low == "true" else False if low == "false" else value
     return opts
 
 
@@ -94,8 +116,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "-v",
         "--verbose",
         action="count",
-        default=0,
-        help="more log output (-v: progress messages, -vv: debug)",
+        # not 0: the command's default would reset a -v given before the command
+        default=argparse.SUPPRESS,
+        help="more log output (-v: progress messages and full tracebacks, -vv: debug)",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -105,6 +128,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="export genes to a Cellucid folder",
         parents=[common],
         description=_EXPORT_HELP,
+        epilog=_EXPORT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ex.add_argument(
@@ -168,7 +192,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "--embedding",
         default="X_umap",
         metavar="KEY",
-        help="obsm key written as the folder's embedding, if present (default: X_umap)",
+        help="obsm key of INPUT written as the folder's embedding, if present (default: "
+        "X_umap); 'none' writes genes only, e.g. to add them to a folder cellucid wrote",
     )
     ex.add_argument(
         "--scheduler",
@@ -187,7 +212,15 @@ def _build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="fsspec storage option for a URL output, e.g. endpoint_url=http://...",
+        help="fsspec storage option for a URL output, e.g. endpoint_url=http://... "
+        "(repeat for more: key=..., secret=..., profile=...)",
+    )
+    ex.add_argument(
+        "--input-storage-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="fsspec storage option for a URL INPUT, e.g. anon=true",
     )
     ex.add_argument("--force", action="store_true", help="replace an existing export in OUT")
     ex.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -218,25 +251,67 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     ve.add_argument("--workers", type=int, default=None, help="threads/processes/workers to use")
     ve.add_argument("--scheduler", default=None)
-    ve.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE")
+    ve.add_argument(
+        "--storage-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="fsspec storage option for a URL FOLDER",
+    )
+    ve.add_argument(
+        "--input-storage-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="fsspec storage option for a URL SOURCE",
+    )
     ve.set_defaults(func=_cmd_verify)
     return parser
 
 
-def _embedding_of(path: str, key: str) -> dict[str, Any]:
+def _embedding_of(path: str, key: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:
     """``X_umap_<d>d`` from the input's obsm, when it has that key (small, read eagerly)."""
     from .adapters import read_obsm
 
-    coords = read_obsm(path, key)
+    coords = read_obsm(path, key, storage_options)
     if coords is None or coords.ndim != 2 or coords.shape[1] not in (1, 2, 3):
         return {}
     return {f"X_umap_{coords.shape[1]}d": coords}
+
+
+def _is_our_demo(out: str, storage_options: dict[str, Any] | None) -> bool:
+    """Whether ``out`` holds a finished demo export written by this command."""
+    from .storage import Target
+
+    target = Target.from_url(out, storage_options)
+    target.check_access()  # before the read below: a short error, not a minute of retries
+    try:
+        raw = target.read("dataset_identity.json")
+        ident = json.loads(raw) if raw is not None else None
+    except Exception:  # unreadable: not ours; prepare() says what is wrong with it
+        return False
+    return isinstance(ident, dict) and ident.get("id") == DEMO_ID
+
+
+def _settings(what: str, common: dict[str, Any], embedding: str) -> str:
+    """One line: the matrix, encoding, layout and embedding the export will write."""
+    bits = common["var_quantization"]
+    level = common["compression"]
+    parts = [
+        f"{bits}-bit" if bits else "float32",
+        f"gzip {level}" if level else "no gzip",
+        f"{common['layout']} layout",
+        embedding,
+    ]
+    return f"Exporting {what}: {', '.join(parts)}."
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from .api import prepare
 
     progress = not args.no_progress and sys.stderr.isatty()
+    storage_options = _storage_options(args.storage_option) or None
+    input_options = _storage_options(args.input_storage_option, "--input-storage-option") or None
     common = {
         "var_quantization": args.quantization,
         "compression": args.compression,
@@ -249,26 +324,40 @@ def _cmd_export(args: argparse.Namespace) -> int:
         "num_workers": args.workers,
         "progress": progress,
         "gene_identifiers": _parse_genes(args.genes),
-        "storage_options": _storage_options(args.storage_option) or None,
+        "storage_options": storage_options,
+        "compute": False,
     }
     args.out = args.out_option or args.out
     if args.input is None:
         from .datasets import demo
 
         out = args.out or DEMO_DIR
+        if input_options:
+            print("error: --input-storage-option needs an INPUT URL", file=sys.stderr)
+            return 2
+        if not args.force and _is_our_demo(out, storage_options):
+            # the README's first command must run twice: replace our own demo, nothing else
+            common["force"] = True
+            print(f"Replacing the demo export an earlier run wrote to {out}.")
         log.info("no input given: exporting the built-in demo dataset")
         data = demo()
-        result = prepare(
+        if args.embedding in ("", "none"):
+            umap: dict[str, Any] = {}
+            embedding = "no embedding (--embedding none)"
+        else:
+            umap = {"X_umap_2d": data.umap_2d, "X_umap_3d": data.umap_3d}
+            embedding = "the demo's own embedding (2d and 3d)"
+        export = prepare(
             data.X,
             data.var,
             out_dir=out,
-            X_umap_2d=data.umap_2d,
-            X_umap_3d=data.umap_3d,
-            dataset_id="dask-cellucid-demo",
+            **umap,
+            dataset_id=DEMO_ID,
             dataset_name="dask-cellucid demo (synthetic)",
             var_gene_id_column=args.gene_id_column,
             **common,
         )
+        what = f"the built-in demo ({data.X.shape[0]:,} cells x {data.X.shape[1]:,} genes)"
     else:
         if args.out is None:
             print("error: give the output folder: dask-cellucid export INPUT OUT", file=sys.stderr)
@@ -278,36 +367,63 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
         # a bad --max-memory is refused before the input's embedding is read
         args.max_memory = parse_memory(args.max_memory)
-        extra = {} if args.embedding in ("", "none") else _embedding_of(args.input, args.embedding)
-        result = prepare(
+        if args.embedding in ("", "none"):
+            extra: dict[str, Any] = {}
+            embedding = "no embedding (--embedding none)"
+        else:
+            extra = _embedding_of(args.input, args.embedding, input_options)
+            embedding = (
+                f"embedding {args.embedding} ({next(iter(extra))[-2:]})"
+                if extra
+                else f"no embedding (INPUT has no 1-3 column obsm[{args.embedding!r}])"
+            )
+        export = prepare(
             args.input,
             out_dir=out,
             layer=args.layer,
             use_raw=args.use_raw,
             max_memory=args.max_memory,
             var_gene_id_column=args.gene_id_column,
+            input_storage_options=input_options,
             **extra,
             **common,
         )
+        matrix = "raw.X" if args.use_raw else f"layers[{args.layer!r}]" if args.layer else "X"
+        what = f"{matrix} of {args.input}"
+    print(_settings(what, common, embedding), flush=True)
+    result = export.execute(args.scheduler, args.workers, progress=progress)
     print(result)
     where = result.url
     if "://" not in where:
         where = os.path.relpath(where)
         print(f"Folder: {os.path.abspath(where)}")
-    viewer = "cellucid==0.0.9" if result.layout == "key" else "cellucid==0.9.2"
-    print(
-        f"To view it ({result.layout} layout), serve it with the matching viewer:\n"
+    print(_how_to_view(result.layout, where))
+    return 0
+
+
+def _how_to_view(layout: str, where: str) -> str:
+    """Which cellucid release opens a folder of this layout, and the command to serve it."""
+    if layout == "key":
+        viewer, which = "cellucid==0.0.9", "the cellucid release tagged v0.9.0"
+    else:
+        viewer, which = "cellucid==0.9.2", "cellucid 0.9.2"
+    return (
+        f"To view it ({layout} layout, read by {which}), in an environment of its own:\n"
         f"  pip install '{viewer}' && cellucid serve {where}\n"
+        "(cellucid 0.9.5 and later, a plain `pip install cellucid`, reads neither folder "
+        "layout: it opens AnnData files.)\n"
         f"Check it any time with: dask-cellucid validate {where}"
     )
-    return 0
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from .formats.folder.validate import validate
+    from .storage import Target
 
-    report = validate(args.folder, storage_options=_storage_options(args.storage_option) or None)
-    print(report)
+    storage_options = _storage_options(args.storage_option) or None
+    Target.from_url(args.folder, storage_options).check_access(write=False)
+    report = validate(args.folder, storage_options=storage_options)
+    print(_for_shell(str(report)))
     return 0 if report.ok else 1
 
 
@@ -325,9 +441,96 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         num_workers=args.workers,
         scheduler=args.scheduler,
         storage_options=_storage_options(args.storage_option) or None,
+        input_storage_options=_storage_options(args.input_storage_option, "--input-storage-option")
+        or None,
     )
-    print(report)
+    print(_for_shell(str(report)))
     return 0 if report.ok else 1
+
+
+# -- the library's messages, for the shell ---------------------------------------------------
+# The library's messages name Python arguments (force=True, X_umap_2d=...). On the
+# command line they must name its flags: every message printed goes through
+# _for_shell. Specific phrases first, then argument=value, then bare argument names.
+_PHRASES = [
+    (r"leave out X_umap_\*", "pass --embedding none"),
+    (r"\bX_umap_\*|\bX_umap_[123]d\b=?", "the embedding (--embedding)"),
+    (r"\bor pass missing_genes='warn' to skip them", "or leave them out of --genes"),
+    (
+        r"\bstorage_options were given for the local path (\S+); drop them",
+        r"--storage-option was given for the local path \1; drop it",
+    ),
+    (
+        r"\binput_storage_options were given for (.+?); drop them",
+        r"--input-storage-option was given for \1; drop it",
+    ),
+    (r"(?<![\w/.-])out_dir(?![\w/-]|\.\w)", "OUT"),
+]
+_FLAGS = {
+    "input_storage_options": "--input-storage-option",
+    "storage_options": "--storage-option",
+    "var_gene_id_column": "--gene-id-column",
+    "gene_identifiers": "--genes",
+    "max_memory": "--max-memory",
+    "num_workers": "--workers",
+    "make_unique": "--make-unique",
+    "use_raw": "--use-raw",
+    "var_quantization": "--quantization",
+    "force": "--force",
+    "layer": "--layer",
+    "compression": "--compression",
+    "scheduler": "--scheduler",
+    "codec": "--codec",
+    "layout": "--layout",
+    "rounding": "--rounding",
+    "tolerance": "--tolerance",
+}
+# names that are also plain words are translated only when written name=...
+_ALWAYS = (
+    "input_storage_options",
+    "storage_options",
+    "var_gene_id_column",
+    "gene_identifiers",
+    "max_memory",
+    "num_workers",
+    "make_unique",
+    "use_raw",
+    "var_quantization",
+)
+# not inside a path or a longer name: a folder called out_dir stays out_dir
+_ALONE = r"(?<![\w/.-])"
+_OPTION_DICT = re.compile(_ALONE + r"(input_storage_options|storage_options)=\{([^{}]*)\}")
+_ASSIGNED = re.compile(
+    _ALONE + r"(" + "|".join(_FLAGS) + r")=(True\b|False\b|None\b|'[^']*'|-?\d+(?:\.\d+)?|)"
+)
+_BARE = re.compile(_ALONE + r"(" + "|".join(_ALWAYS) + r")(?![\w/-]|\.\w)")
+
+
+def _dict_to_flags(m: re.Match[str]) -> str:
+    flag = _FLAGS[m.group(1)]
+    pairs = re.findall(r"'(\w+)':\s*([^,]+)", m.group(2))
+    return " ".join(f"{flag} {k}={v.strip().strip(chr(39))}" for k, v in pairs) or flag
+
+
+def _assigned_to_flag(m: re.Match[str]) -> str:
+    flag, value = _FLAGS[m.group(1)], m.group(2)
+    if value in ("True", ""):
+        return flag
+    if value in ("False", "None") and flag in ("--force", "--use-raw", "--make-unique", "--layer"):
+        return f"no {flag}"
+    return f"{flag} {'none' if value == 'None' else value.strip(chr(39))}"
+
+
+def _for_shell(text: str) -> str:
+    """A library message with the command's flags in place of Python arguments."""
+    for pattern, repl in _PHRASES:
+        text = re.sub(pattern, repl, text)
+    text = _OPTION_DICT.sub(_dict_to_flags, text)
+    text = _ASSIGNED.sub(_assigned_to_flag, text)
+    text = _BARE.sub(lambda m: _FLAGS[m.group(1)], text)
+    # "drop --use-raw (--use-raw)": the message named both already
+    text = re.sub(r"(--[\w-]+(?: [^\s()]+)?) \(\1\)", r"\1", text)
+    return re.sub(r"without (--[\w-]+) \(no \1\)", r"without \1", text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -340,17 +543,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler._dask_cellucid_cli = True  # type: ignore[attr-defined]
         log.addHandler(handler)
     log.setLevel(logging.WARNING - 10 * min(args.verbose, 2))
+
+    def fail(err: BaseException, shown: BaseException | None = None) -> int:
+        if args.verbose:
+            traceback.print_exception(err)
+        print(f"error: {_for_shell(str(shown or err))}", file=sys.stderr)
+        return 2
+
     try:
         return int(args.func(args))
-    except CellucidExportError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except (CellucidExportError, FileNotFoundError, IsADirectoryError, PermissionError) as err:
+        return fail(err)
     except KeyboardInterrupt:
         print("interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
+    except Exception as err:
+        # a storage library's error that no probe caught (credentials, endpoint, package)
+        from .storage.target import access_error
+
+        translated = access_error(err)
+        if translated is None:
+            raise
+        return fail(err, translated)
 
 
 if __name__ == "__main__":  # pragma: no cover

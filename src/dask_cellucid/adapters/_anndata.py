@@ -20,8 +20,17 @@ from dask_cellucid import options
 from dask_cellucid.errors import InputShapeError, InvalidOptionError, UnsupportedInputError
 
 from ._backed import STRATEGIES, FileSource
-from ._files import detect_format, element_path, get, has, inspect_file, open_root
+from ._files import (
+    check_input_access,
+    detect_format,
+    element_path,
+    get,
+    has,
+    inspect_file,
+    open_root,
+)
 from ._memory import memory_source
+from ._orientation import SAMPLE, check_names
 
 if TYPE_CHECKING:
     from ._base import Source
@@ -56,9 +65,16 @@ def from_path(
 ) -> FileSource:
     """A lazily read matrix of an .h5ad file or .zarr store (local path or fsspec URL)."""
     url = os.fspath(path)
+    if storage_options and "://" not in url:
+        msg = (
+            f"input_storage_options were given for the local path {url!r}; drop them, or give "
+            "a URL such as 's3://bucket/data.h5ad'."
+        )
+        raise InvalidOptionError(msg)
     if "://" not in url:
         url = os.path.abspath(os.path.expanduser(url))
     fmt = detect_format(url)
+    check_input_access(url, storage_options)
     info = inspect_file(url, fmt, layer=layer, use_raw=use_raw, storage_options=storage_options)
     check_dtype(info.dtype, f"{info.ref.elem} in {url!r}")
     budget = options.resolve_memory(max_memory)
@@ -136,11 +152,19 @@ def from_anndata(
             "is genes x cells. Set it to its transpose so that rows are cells."
         )
         raise InputShapeError(msg)
+    check_names(
+        list(adata.obs_names[:SAMPLE]),
+        list(var.index[:SAMPLE]),
+        f"{elem} of the AnnData",
+        "pass adata.T.",
+    )
     source.var = var
     return source
 
 
-def read_obsm(path: str, key: str) -> np.ndarray | None:
+def read_obsm(
+    path: str, key: str, storage_options: dict[str, Any] | None = None
+) -> np.ndarray | None:
     """An embedding ``obsm[key]`` of an .h5ad/.zarr file (small; read eagerly), or None."""
     from anndata.io import read_elem
 
@@ -148,7 +172,8 @@ def read_obsm(path: str, key: str) -> np.ndarray | None:
     if "://" not in url:
         url = os.path.abspath(os.path.expanduser(url))
     fmt = detect_format(url)
-    with open_root(url, fmt) as root:
+    check_input_access(url, storage_options)
+    with open_root(url, fmt, storage_options) as root:
         if not has(root, f"obsm/{key}"):
             log.info("%s has no obsm[%r]; writing genes only", url, key)
             return None
@@ -163,3 +188,43 @@ def read_obsm(path: str, key: str) -> np.ndarray | None:
         )
         return None
     return coords
+
+
+def other_matrices(
+    obj: Any,
+    *,
+    layer: str | None = None,
+    use_raw: bool = False,
+    storage_options: dict[str, Any] | None = None,
+) -> list[tuple[str, str, str]]:
+    """The matrices of an AnnData input other than the one ``layer``/``use_raw`` pick.
+
+    One ``(what, flag, argument)`` per matrix, e.g. ``("adata.raw", "--use-raw",
+    "use_raw=True")``: for :func:`dask_cellucid.verify`'s hint when every gene
+    differs. Empty for a bare matrix, or when the input cannot be opened.
+    """
+    try:
+        if is_anndata(obj):
+            has_x, has_raw = obj.X is not None, obj.raw is not None
+            layers = [str(k) for k in obj.layers]
+        elif isinstance(obj, str | os.PathLike):
+            url = os.fspath(obj)
+            if "://" not in url:
+                url = os.path.abspath(os.path.expanduser(url))
+            with open_root(url, detect_format(url), storage_options) as root:
+                has_x, has_raw = has(root, "X"), has(root, "raw/X")
+                layers = sorted(root["layers"].keys()) if has(root, "layers") else []
+        else:
+            return []
+    except Exception:  # only a hint: never fail the report for it
+        log.debug("could not list the other matrices of the source", exc_info=True)
+        return []
+    out = []
+    if has_x and use_raw:
+        out.append(("adata.X", "without --use-raw", "use_raw=False"))
+    elif has_x and layer is not None:
+        out.append(("adata.X", "without --layer", "layer=None"))
+    if has_raw and not use_raw:
+        out.append(("adata.raw", "--use-raw", "use_raw=True"))
+    out += [(f"adata.layers[{k!r}]", f"--layer {k}", f"layer={k!r}") for k in layers if k != layer]
+    return out[:6]

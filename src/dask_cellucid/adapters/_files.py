@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
-from dask_cellucid.errors import InputShapeError, InvalidOptionError, UnsupportedInputError
+from dask_cellucid.errors import (
+    CellucidExportError,
+    InputShapeError,
+    InvalidOptionError,
+    UnsupportedInputError,
+)
+
+from ._orientation import SAMPLE, check_names, decoded
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -103,11 +110,54 @@ def detect_format(path: str) -> Format:
     return "h5ad"
 
 
+INPUT_OPTION = "input_storage_options"
+
+
+def check_input_access(url: str, storage_options: Mapping[str, Any] | None) -> None:
+    """For a URL input: one quick probe of its storage, before anything else reads it."""
+    if _is_url(url):
+        from dask_cellucid.storage import Target
+
+        Target.from_url(url, storage_options).check_access(write=False, option=INPUT_OPTION)
+
+
 @contextlib.contextmanager
 def open_root(
     url: str, fmt: Format, storage_options: Mapping[str, Any] | None = None
 ) -> Iterator[Any]:
-    """The root group of an AnnData file, read-only, as h5py or zarr."""
+    """The root group of an AnnData file, read-only, as h5py or zarr.
+
+    A storage library's error (no credentials, unreachable endpoint, access
+    denied) becomes a short :class:`~dask_cellucid.errors.StorageAccessError`.
+    """
+    try:
+        with _open_root(url, fmt, storage_options) as root:
+            yield root
+    except CellucidExportError:
+        raise
+    except Exception as err:
+        from dask_cellucid.storage.target import access_error
+
+        translated = (
+            access_error(err, _display(url), option=INPUT_OPTION, reading=True)
+            if _is_url(url)
+            else None
+        )
+        if translated is None:
+            raise
+        raise translated from err
+
+
+def _display(url: str) -> str:
+    from dask_cellucid.storage import Target
+
+    return Target(url).display_url
+
+
+@contextlib.contextmanager
+def _open_root(
+    url: str, fmt: Format, storage_options: Mapping[str, Any] | None = None
+) -> Iterator[Any]:
     opts = dict(storage_options or {})
     try:
         if fmt == "h5ad":
@@ -220,6 +270,16 @@ def _frame_length(group: Any) -> int | None:
     return None
 
 
+def index_sample(group: Any, n: int = SAMPLE) -> list[str]:
+    """The first ``n`` names of an anndata data frame's index, without reading the rest."""
+    if not is_group(group):
+        return []  # a frame stored before anndata 0.7: not checked
+    index = attr(group, "_index", "_index")
+    if index not in group or is_group(group[index]):
+        return []
+    return decoded(group[index][:n])
+
+
 def read_frame(group: Any) -> pd.DataFrame:
     from anndata.io import read_elem
 
@@ -314,6 +374,12 @@ def inspect_file(
         n_obs, n_var = _frame_length(root["obs"]), _frame_length(var_group)
         _check_orientation(url, elem_path, shape, n_obs, n_var)
         var = read_frame(var_group)
+        check_names(
+            index_sample(root["obs"]),
+            list(var.index[:SAMPLE]),
+            f"{elem_path} of {url!r}",
+            "load it, transpose it (adata = adata.T) and write it again.",
+        )
         nnz: int | None = None
         if enc in SPARSE:
             dtype = np.dtype(elem["data"].dtype)

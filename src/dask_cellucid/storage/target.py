@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import posixpath
 import re
@@ -29,10 +30,12 @@ from fsspec.asyn import AsyncFileSystem, _run_coros_in_chunks, sync
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.utils import get_protocol
 
-from dask_cellucid.errors import InvalidOptionError
+from dask_cellucid.errors import InvalidOptionError, StorageAccessError
 
 from ._local import background_flush, flush_now, unlink_quietly, write_atomically, write_in_place
-from ._retry import write_with_retries
+from ._retry import is_transient, write_with_retries
+
+log = logging.getLogger("dask_cellucid.storage")
 
 # Objects must not carry Content-Encoding: gzip (the browser would inflate them
 # before the viewer does); see spec section 1.
@@ -132,6 +135,85 @@ class Target:
 
     def path(self, rel: str) -> str:
         return posixpath.join(self.root, rel) if rel else self.root
+
+    # -- before anything else: can the storage be used at all? ----------------------
+    def check_access(self, *, write: bool = True, option: str = "storage_options") -> None:
+        """Probe the storage with one quick request; raise a short error naming the fix.
+
+        Local paths are not probed. Elsewhere one metadata request is made
+        (S3: with a 5 s connect timeout unless ``config_kwargs`` set one, and
+        no retries, so that an unreachable endpoint fails in about a second,
+        not after many retries): for an S3 ``write``, of the bucket (which
+        must exist); otherwise of the path itself. A transient error
+        (throttling, a 5xx) is left to the run's own retries. Missing
+        credentials, an unreachable endpoint, denied access, a missing
+        bucket or a missing filesystem package (s3fs) raise
+        :class:`~dask_cellucid.errors.StorageAccessError`, before anything is
+        read or written. ``option`` names the argument that carries this
+        target's ``storage_options`` in the messages.
+
+        For reads, only what makes every read fail is raised here (credentials,
+        endpoint, package): a missing or forbidden path is left to the read,
+        which says more about it.
+        """
+        if get_protocol(self.url) in ("file", "local"):
+            return
+        try:
+            fs, root = self._probe_fs()
+            if isinstance(fs, LocalFileSystem):
+                return
+            if write and get_protocol(self.url) in _S3:
+                bucket = root.split("/", 1)[0]
+                try:
+                    fs.info(bucket)
+                except FileNotFoundError:
+                    msg = (
+                        f"the bucket {bucket!r} of {self.display_url} does not exist, or these "
+                        "credentials cannot see it. Create it first, or check the URL"
+                        f"{' and the endpoint_url' if self._endpoint() else ''}."
+                    )
+                    raise StorageAccessError(msg) from None
+            else:
+                try:
+                    fs.info(root)
+                except (FileNotFoundError, PermissionError):
+                    if write:
+                        fs.exists(posixpath.dirname(root) or root)
+        except StorageAccessError:
+            raise
+        except Exception as err:
+            translated = access_error(
+                err, self.display_url, option=option, reading=not write, endpoint=self._endpoint()
+            )
+            if translated is not None:
+                raise translated from err
+            if is_transient(err):  # throttled, a 5xx: the run's own retries deal with it
+                log.debug("storage probe of %s: %s; going on", self.display_url, err)
+                return
+            raise
+
+    def _probe_fs(self) -> tuple[Any, str]:
+        """A filesystem for one quick probe: on S3, short timeouts and no retries."""
+        options = dict(self.storage_options)
+        if get_protocol(self.url) not in _S3:
+            return self._fs_root()
+        config = dict(options.get("config_kwargs") or {})
+        config.setdefault("connect_timeout", 5)  # a timeout the user set is kept
+        config.setdefault("read_timeout", 20)
+        config["retries"] = {"total_max_attempts": 1}
+        options["config_kwargs"] = config
+        # a fresh instance: these settings must not reach the cached one the export uses
+        options["skip_instance_cache"] = True
+        fs, root = fsspec.url_to_fs(self.url, **options)
+        if hasattr(fs, "retries"):
+            fs.retries = 1  # s3fs's own retry loop, on top of botocore's
+        return fs, root.rstrip("/")
+
+    def _endpoint(self) -> str:
+        endpoint = self.storage_options.get("endpoint_url") or (
+            self.storage_options.get("client_kwargs") or {}
+        ).get("endpoint_url")
+        return _USERINFO.sub(r"\1", str(endpoint)) if endpoint else ""
 
     # -- reads --------------------------------------------------------------------
     def read(self, rel: str) -> bytes | None:
@@ -352,3 +434,138 @@ def _put_options(fs: Any, path: str) -> dict[str, Any]:
     if {"gs", "gcs"} & set(protocols):
         return {"content_type": ctype}
     return {}
+
+
+# -- storage errors, in words ----------------------------------------------------------------
+# Exceptions of the client libraries (botocore, aiobotocore, aiohttp, s3fs, gcsfs, adlfs),
+# recognised by class name so that none of them is imported here.
+_NO_CREDENTIALS = frozenset(
+    {
+        "NoCredentialsError",
+        "PartialCredentialsError",
+        "CredentialRetrievalError",
+        "DefaultCredentialsError",
+        "ClientAuthenticationError",
+    }
+)
+_UNREACHABLE = frozenset(
+    {
+        "EndpointConnectionError",
+        "ConnectTimeoutError",
+        "ProxyConnectionError",
+        "ClientConnectorError",
+        "ClientConnectionError",
+        "ServerDisconnectedError",
+        "ConnectionError",
+        "gaierror",
+    }
+)
+_TIMEOUT = frozenset({"ReadTimeoutError", "FSTimeoutError", "ServerTimeoutError", "TimeoutError"})
+_DENIED_WORDS = re.compile(
+    r"AccessDenied|InvalidAccessKeyId|SignatureDoesNotMatch|ExpiredToken|InvalidToken|Forbidden"
+)
+# the extra of this project that installs a protocol's filesystem
+_EXTRAS = {"s3": ("s3fs", "'dask-cellucid[s3]'"), "s3a": ("s3fs", "'dask-cellucid[s3]'")}
+
+
+def access_error(
+    err: BaseException,
+    where: str | None = None,
+    *,
+    option: str = "storage_options",
+    reading: bool = False,
+    endpoint: str = "",
+) -> StorageAccessError | None:
+    """The short error to raise instead of ``err``, a client library's storage error.
+
+    ``where`` is the URL being accessed (for the message; never with
+    credentials), ``option`` the argument that carries its storage options.
+    None when ``err`` is not one of the errors recognised here (missing
+    credentials or filesystem package, unreachable endpoint, time-outs, denied
+    access). The caller raises the result ``from err``.
+    """
+    place = where or "the storage"
+    protocol = get_protocol(where) if where and "://" in where else ""
+    for e in _chain(err):
+        names = {c.__name__ for c in type(e).__mro__}
+        reason = _reason(e)
+        if isinstance(e, ImportError) and (protocol or "to access" in str(e)):
+            pkg, extra = _EXTRAS.get(protocol, ("", ""))
+            if pkg:
+                msg = (
+                    f"{protocol}:// URLs need the {pkg} package, which is not installed: "
+                    f"pip install {extra} (or pip install {pkg})."
+                )
+            else:
+                msg = f"{place} needs a filesystem package that is not installed: {reason}."
+            return StorageAccessError(msg)
+        if names & _NO_CREDENTIALS or "Unable to locate credentials" in str(e):
+            if protocol in _S3 or protocol == "":
+                how = (
+                    f"Pass them with {option}={{'key': ..., 'secret': ...}} (or "
+                    f"{option}={{'profile': NAME}}), or set the environment variables "
+                    "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or write them to "
+                    "~/.aws/credentials."
+                )
+            else:
+                how = f"Pass them with {option}, or configure the storage's default credentials."
+            if reading:
+                how += f" A public bucket is read with {option}={{'anon': True}}."
+            return StorageAccessError(f"no credentials were found for {place}. {how}")
+        if names & _UNREACHABLE or (
+            isinstance(e, ConnectionError) and not isinstance(e, BrokenPipeError)
+        ):
+            at = endpoint or _endpoint_of(e)
+            msg = (
+                f"cannot connect to the storage endpoint{f' {at}' if at else ''} of {place} "
+                f"({reason}). Check {option}={{'endpoint_url': ...}}: the address and port of "
+                "your S3-compatible store (leave it out for AWS itself), and that the store is "
+                "running and reachable from here."
+            )
+            return StorageAccessError(msg)
+        if names & _TIMEOUT:
+            msg = (
+                f"the storage endpoint{f' {endpoint}' if endpoint else ''} of {place} did not "
+                f"answer in time ({reason}). Check {option}={{'endpoint_url': ...}} and the "
+                "network, then run again."
+            )
+            return StorageAccessError(msg)
+        if isinstance(e, PermissionError) or _DENIED_WORDS.search(f"{type(e).__name__} {e}"):
+            msg = (
+                f"access to {place} was denied ({reason}). Check the credentials "
+                f"({option} key/secret/profile, or the AWS_* environment variables) and that "
+                "they may list, read and write this bucket and prefix."
+            )
+            return StorageAccessError(msg)
+        if isinstance(e, ValueError) and "Protocol not known" in str(e):
+            msg = (
+                f"{place}: {reason}. Check the URL's protocol (s3://, gs://, ... or a local path)."
+            )
+            return StorageAccessError(msg)
+    return None
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    """``err`` and what caused it (a few levels: libraries wrap each other's errors)."""
+    out: list[BaseException] = []
+    e: BaseException | None = err
+    while e is not None and len(out) < 5 and e not in out:
+        out.append(e)
+        e = e.__cause__ or e.__context__
+    return out
+
+
+def _reason(err: BaseException) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    text = _USERINFO.sub(r"\1", text)
+    return f"{type(err).__name__}: {text[:160]}" if text else type(err).__name__
+
+
+def _endpoint_of(err: BaseException) -> str:
+    kwargs = getattr(err, "kwargs", None)
+    url = kwargs.get("endpoint_url") if isinstance(kwargs, dict) else None
+    if not url:
+        return ""
+    # the request's URL: keep the scheme and host
+    m = re.match(r"[a-z][a-z0-9+.-]*://[^/]+", str(url))
+    return _USERINFO.sub(r"\1", m.group(0) if m else str(url))

@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# "Nearly every gene differs": this share of the compared genes, or more.
+_MOSTLY = 0.9
+
 
 @dataclass(frozen=True, slots=True)
 class GeneCheck:
@@ -150,6 +153,12 @@ class VerifyReport:
         Genes in the export that the source does not have.
     problems
         Problems of the folder itself (manifest, cell count), as in :func:`validate`.
+    n_source_genes
+        Genes of the source (its ``var``), when known.
+    other_matrices
+        When (nearly) every gene differs: the source's other matrices, as
+        ``(what, flag, argument)``, e.g. ``("adata.raw", "--use-raw",
+        "use_raw=True")``; the report suggests them.
     """
 
     url: str
@@ -160,11 +169,20 @@ class VerifyReport:
     missing: list[str] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    n_source_genes: int | None = None
+    other_matrices: list[tuple[str, str, str]] = field(default_factory=list)
 
     @property
     def wrong(self) -> list[GeneCheck]:
         """The genes whose values, bounds or payload are wrong."""
         return [g for g in self.genes if not g.ok]
+
+    @property
+    def mostly_wrong(self) -> bool:
+        """Whether (nearly) every gene compared differs: the wrong matrix, not a bad export."""
+        compared = [g for g in self.genes if g.problem is None]
+        n_wrong = sum(not g.ok for g in compared)
+        return bool(compared) and n_wrong >= _MOSTLY * len(compared)
 
     @property
     def max_error(self) -> float:
@@ -210,6 +228,9 @@ class VerifyReport:
             default=None,
         )
         summary = f"  {len(self.genes):,} gene(s) compared"
+        if self.n_source_genes is not None and len(self.genes) < self.n_source_genes:
+            summary += f" (the export holds {len(self.genes):,} of the source's "
+            summary += f"{self.n_source_genes:,} genes)"
         if worst is not None:
             summary += f"; largest error {worst.max_error:.3g} {unit} (gene {worst.gene_id!r})"
         lines.append(summary)
@@ -245,7 +266,23 @@ class VerifyReport:
                     "reference writer's truncation) gives; if the export used it, verify "
                     "with tolerance=1 (--tolerance 1)."
                 )
+            elif self.mostly_wrong and self.other_matrices:
+                lines.append("  " + self._other_matrix_hint())
         return "\n".join(lines)
+
+    def _other_matrix_hint(self) -> str:
+        compared = [g for g in self.genes if g.problem is None]
+        n_wrong = sum(not g.ok for g in compared)
+        head = (
+            "Every gene differs"
+            if n_wrong == len(compared)
+            else f"{n_wrong:,} of {len(compared):,} genes differ"
+        )
+        asks = [
+            f"was the export made from {what}? try {flag} ({arg})"
+            for what, flag, arg in self.other_matrices[:1]
+        ] + [f"or from {what}? try {flag} ({arg})" for what, flag, arg in self.other_matrices[1:]]
+        return f"{head}: {'; '.join(asks)}."
 
 
 # ----------------------------------------------------------------------------------------
@@ -480,6 +517,12 @@ def column_lookup(all_ids: Sequence[str], layout: Layout) -> tuple[dict[str, int
     return lookup, renamed
 
 
+def manifest_gene_ids(doc: Any) -> list[str] | None:
+    """The gene ids a parsed manifest lists, in order (None when it cannot be read)."""
+    _, schema = check_manifest(doc)
+    return None if schema is None else [g.gene_id for g in schema.genes]
+
+
 def recorded_id_column(doc: Any) -> str | None:
     """The ``var_gene_id_column`` a manifest records (None when absent or unreadable)."""
     recorded = doc.get("var_gene_id_column") if isinstance(doc, dict) else None
@@ -503,6 +546,7 @@ __all__ = [
     "Verification",
     "VerifyReport",
     "column_lookup",
+    "manifest_gene_ids",
     "plan_verification",
     "read_manifest_leniently",
     "recorded_id_column",
