@@ -156,11 +156,14 @@ def test_csr_strategies_same_bytes(
     files = csr_files
     a = files["adata"]
     genes = [f"ENSG{j:05d}" for j in (5, 1, 30, 2, 9, 36, 0, 22, 11)]
+    if strategy == "passes":  # every gene: more than one pass's worth at this budget
+        genes = [f"ENSG{j:05d}" for j in (*range(36, 18, -1), *range(19))]
     kw = {**SETTINGS, "genes_per_block": 2, "gene_identifiers": genes}
     prepare(a.X, a.var, out_dir=tmp_path / "mem", **kw)
-    # A budget this small cuts the file into many slabs (and several passes).
+    # A budget this small (just above the least this file needs) cuts it into many
+    # slabs (and several passes).
     with dask.config.set({"cellucid.csr-strategy": strategy}):
-        src = as_source(str(files["h5ad"]), max_memory=8_000)
+        src = as_source(str(files["h5ad"]), max_memory=26_000)
         prepare(src, out_dir=tmp_path / "file", **kw)
     assert src.chosen == strategy
     assert src.slab_rows() < N_CELLS // 4
@@ -173,7 +176,7 @@ def test_spill_scratch_removed(tmp_path: Path, csr_files: dict[str, Any]) -> Non
     files = csr_files
     scratch = tmp_path / "scratch"
     with dask.config.set({"cellucid.csr-strategy": "spill", "cellucid.scratch": str(scratch)}):
-        prepare(str(files["h5ad"]), out_dir=tmp_path / "out", max_memory=8_000, **SETTINGS)
+        prepare(str(files["h5ad"]), out_dir=tmp_path / "out", max_memory=26_000, **SETTINGS)
     assert scratch.is_dir()
     assert list(scratch.iterdir()) == []
 
@@ -191,7 +194,7 @@ def test_distributed_workers_open_the_file(
                 str(csr_files["h5ad"]),
                 out_dir=tmp_path / strategy,
                 scheduler=dask_client,
-                max_memory=8_000,
+                max_memory=26_000,
                 **SETTINGS,
             )
         assert_export_equal(tmp_path / strategy, tmp_path / "mem")

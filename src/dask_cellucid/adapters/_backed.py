@@ -63,9 +63,6 @@ _SLAB_BYTES_PER_NNZ_EXTRA = 4 + 1 + 4 + 8
 # only add memory, not speed.
 _MAX_SLAB_BYTES = 256 * 2**20
 _MIN_SLAB_ROWS = 16
-# The smallest budget must allow slabs of this many rows (graph size, not memory).
-_MIN_SLAB_ROWS_FOR_BUDGET = 256
-_MIN_TASK_BYTES = 2**20
 _TILE_BYTES = 32 * 2**20
 # Memory a kept CSC piece costs per stored value beyond value + row index: the
 # block assembled from it while the piece is still held.
@@ -199,18 +196,16 @@ class FileSource(Source):
         return int(min(self.shape[0], max(_MIN_SLAB_ROWS, share // self._slab_bytes_per_row())))
 
     def smallest_budget(self) -> int:
-        """The least ``max_memory`` this input can be read in without an oversized graph.
+        """The least ``max_memory`` this input can be read in.
 
         Each thread's share (a quarter of the budget per thread) must hold one
-        slab of :data:`_MIN_SLAB_ROWS_FOR_BUDGET` rows and one block task's
-        minimum working set; below that, slabs get so thin that the graph grows
-        with slabs x blocks.
+        slab of :data:`_MIN_SLAB_ROWS` rows and one block task of one gene.
         """
-        if not (self.is_sparse and self._info.encoding == "csr_matrix"):
-            return 4 * max(1, self.n_threads) * _MIN_TASK_BYTES
-        rows = min(self.shape[0], _MIN_SLAB_ROWS_FOR_BUDGET)
-        need = max(rows * self._slab_bytes_per_row(), _MIN_TASK_BYTES)
-        return int(4 * max(1, self.n_threads) * need)
+        one_gene = self.shape[0] * self.bytes_per_value()
+        need = one_gene
+        if self.is_sparse and self._info.encoding == "csr_matrix":
+            need = max(need, min(self.shape[0], _MIN_SLAB_ROWS) * self._slab_bytes_per_row())
+        return int(4 * max(1, self.n_threads) * need) + 1
 
     def check_budget(self) -> None:
         """Refuse a ``max_memory`` below :meth:`smallest_budget`, naming the least that works."""
@@ -219,9 +214,9 @@ class FileSource(Source):
             msg = (
                 f"max_memory={self.max_memory:,} bytes is too small to read this "
                 f"{self.shape[0]:,} x {self.shape[1]:,} matrix on {self.n_threads} thread(s): "
-                f"it needs at least {-(-least // 2**20):,} MiB (a slab of rows and one block "
-                f"task per thread). Pass max_memory='{-(-least // 2**20)}MiB' or more (or "
-                "fewer workers)."
+                f"it needs at least {_size(least)} (a slab of {_MIN_SLAB_ROWS} rows and a "
+                f"block task of one gene, per thread). Pass max_memory='{_size(least)}' or "
+                "more (or fewer workers)."
             )
             raise InvalidOptionError(msg)
 
@@ -352,6 +347,14 @@ class FileSource(Source):
 
 
 # -- task functions (module level: they pickle by reference) ---------------------------
+def _size(n: int) -> str:
+    """``n`` bytes rounded up, as dask's parse_bytes reads it back (``12KiB``, ``3MiB``)."""
+    for unit, k in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= k:
+            return f"{-(-n // k)}{unit}"
+    return f"{n}B"
+
+
 def _collect(*parts: Any) -> list[Any]:
     return list(parts)
 
