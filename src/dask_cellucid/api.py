@@ -27,9 +27,12 @@ from .store_api import prepare_store
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    import pandas as pd
+
     from ._scheduler import Compute
     from .adapters import Source
     from .formats.folder.verify import VerifyReport
+    from .types import Plan
 
 log = logging.getLogger("dask_cellucid")
 
@@ -172,10 +175,7 @@ def prepare_folder(
     VerificationError
         With ``verify=True``: a gene read back does not match the source.
     """
-    bits = options.check_bits(var_quantization)
-    level = options.check_compression(compression)
-    options.check_choice("layout", layout, ("key", "index"))
-    options.check_choice("rounding", rounding, ("nearest", "floor"))
+    encoding = _encoding(var_quantization, compression, layout, rounding, codec)
     options.check_choice("missing_genes", missing_genes, ("raise", "warn"))
     for flag, value in (
         ("force", force),
@@ -189,9 +189,6 @@ def prepare_folder(
         msg = "verify=True needs compute=True; after execute(), call dask_cellucid.verify()."
         raise InvalidOptionError(msg)
     _scheduler.check(scheduler, num_workers)
-    encoding = Encoding(
-        bits=bits, compression=level, rounding=rounding, codec=codecs.resolve_codec(codec)
-    )
     if gene_expression is None:
         msg = "gene_expression is required: the (n_cells, n_genes) matrix to export."
         raise InvalidOptionError(msg)
@@ -200,14 +197,14 @@ def prepare_folder(
     if genes_per_block is not None:
         options.check_positive_int("genes_per_block", genes_per_block)
 
-    source = as_source(
+    source, var_df = _read_input(
         gene_expression,
+        var,
         layer=layer,
         use_raw=use_raw,
-        max_memory=budget,
+        budget=budget,
         storage_options=input_storage_options,
     )
-    var_df = genes.var_for(var, source.var, source.shape)
     all_ids, recorded = genes.gene_ids_from_var(var_df, var_gene_id_column)
     ids, columns = genes.select_genes(
         all_ids,
@@ -220,24 +217,19 @@ def prepare_folder(
         raise InvalidOptionError(msg)
     _check_float32_range(source, ids, columns)
     ids, folder = folder_options(
-        ids,
-        encoding=encoding,
-        layout=layout,
-        var_gene_id_column=recorded,
-        make_unique=make_unique,
+        ids, encoding=encoding, layout=layout, var_gene_id_column=recorded, make_unique=make_unique
     )
-    n_cells = source.shape[0]
     if genes_per_block is None:
         n_threads = _scheduler.planned_threads(scheduler, num_workers)
         genes_per_block = planning.genes_per_block(
-            n_cells,
+            source.shape[0],
             len(ids),
             source.bytes_per_value(),
             block_memory=planning.task_memory(budget, n_threads, task_budget),
             n_threads=n_threads,
         )
     the_plan = planning.build_plan(
-        n_cells=n_cells,
+        n_cells=source.shape[0],
         gene_ids=ids,
         source_columns=columns,
         block_size=genes_per_block,
@@ -249,20 +241,74 @@ def prepare_folder(
     embeddings = {
         d: e for d, e in ((1, X_umap_1d), (2, X_umap_2d), (3, X_umap_3d)) if e is not None
     }
+    identity = {
+        "dataset_id": dataset_id,
+        "name": dataset_name,
+        "description": dataset_description,
+        "created_at": created_at,
+    }
+    writer = _folder_writer(the_plan, target, embeddings, identity, force=force, resume=resume)
+    export = Export(the_plan, source, writer)
+    if not compute:
+        return export
+    with export.computing(scheduler, num_workers) as where:
+        result: ExportResult = export.run(where, progress=progress)
+        if verify:
+            _verify_export(export, where, tolerance=1.0 if rounding == "floor" else 0.5)
+    return result
+
+
+def _encoding(
+    var_quantization: Any, compression: Any, layout: Any, rounding: Any, codec: Any
+) -> Encoding:
+    """The folder's encoding from ``prepare``'s arguments, each checked."""
+    bits = options.check_bits(var_quantization)
+    level = options.check_compression(compression)
+    options.check_choice("layout", layout, ("key", "index"))
+    options.check_choice("rounding", rounding, ("nearest", "floor"))
+    return Encoding(
+        bits=bits, compression=level, rounding=rounding, codec=codecs.resolve_codec(codec)
+    )
+
+
+def _read_input(
+    matrix: Any,
+    var: Any,
+    *,
+    layer: str | None,
+    use_raw: bool,
+    budget: int,
+    storage_options: Mapping[str, Any] | None,
+) -> tuple[Source, pd.DataFrame]:
+    """The input as a :class:`Source` (nothing read yet) and the ``var`` that describes it."""
+    source = as_source(
+        matrix, layer=layer, use_raw=use_raw, max_memory=budget, storage_options=storage_options
+    )
+    return source, genes.var_for(var, source.var, source.shape)
+
+
+def _folder_writer(
+    plan: Plan,
+    target: Target,
+    embeddings: dict[int, Any],
+    identity: dict[str, Any],
+    *,
+    force: bool,
+    resume: bool,
+) -> FolderWriter:
+    """The folder's writer; with embeddings, checked now so that nothing is written first."""
     identity_options: dict[str, Any] = {}
     if embeddings:
-        # Check the embeddings now, before anything is written.
-        dataset.embedding_files(embeddings, n_cells, Encoding(None, None))
+        dataset.embedding_files(embeddings, plan.n_cells, Encoding(None, None))
         folder_name = target.display_url.rstrip("/").rsplit("/", 1)[-1]
-        dataset_id = dataset_id or dataset.dataset_id_from(folder_name)
+        dataset_id = identity["dataset_id"] or dataset.dataset_id_from(folder_name)
         identity_options = {
+            **identity,
             "dataset_id": dataset_id,
-            "name": dataset_name or dataset_id,
-            "description": dataset_description,
-            "created_at": created_at,
+            "name": identity["name"] or dataset_id,
         }
     writer = FolderWriter(
-        the_plan,
+        plan,
         target,
         force=force,
         resume=resume,
@@ -270,29 +316,27 @@ def prepare_folder(
         identity_options=identity_options,
     )
     writer.check_identity()
-    export = Export(the_plan, source, writer)
-    if not compute:
-        return export
-    with export.computing(scheduler, num_workers) as where:
-        result: ExportResult = export.run(where, progress=progress)
-        if verify:
-            report = verify_source(
-                target,
-                source,
-                dict(zip(the_plan.gene_ids, the_plan.source_columns, strict=True)),
-                compute=where,
-                tolerance=1.0 if rounding == "floor" else 0.5,
-                genes_per_block=max(the_plan.block_sizes),
-                progress=progress,
-            )
-            if not report.ok:
-                msg = (
-                    f"the export in {target.display_url} does not match its source (the folder "
-                    f"was written; re-export it with force=True):\n{report}"
-                )
-                raise VerificationError(msg)
-            log.info("verified: %d genes match the source", len(report.genes))
-    return result
+    return writer
+
+
+def _verify_export(export: Export, compute: Compute, *, tolerance: float) -> None:
+    """``prepare(verify=True)``: read every gene back on the export's own ``compute``."""
+    plan, target = export.plan, export.target
+    report = verify_source(
+        target,
+        export.source,
+        dict(zip(plan.gene_ids, plan.source_columns, strict=True)),
+        compute=compute,
+        tolerance=tolerance,
+        genes_per_block=max(plan.block_sizes),
+    )
+    if not report.ok:
+        msg = (
+            f"the export in {target.display_url} does not match its source (the folder "
+            f"was written; re-export it with force=True):\n{report}"
+        )
+        raise VerificationError(msg)
+    log.info("verified: %d genes match the source", len(report.genes))
 
 
 def prepare(*args: Any, format: str | None = None, **kwargs: Any) -> Any:
@@ -421,14 +465,14 @@ def verify(
         if isinstance(path_or_url, Target)
         else Target.from_url(path_or_url, storage_options)
     )
-    src = as_source(
+    src, var_df = _read_input(
         source,
+        var,
         layer=layer,
         use_raw=use_raw,
-        max_memory=budget,
+        budget=budget,
         storage_options=input_storage_options,
     )
-    var_df = genes.var_for(var, src.var, src.shape)
     target.check_access(write=False)
     doc = folder_verify.read_manifest_leniently(target)
     column = var_gene_id_column or folder_verify.recorded_id_column(doc)
