@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from .api import Export, ExportResult, prepare, prepare_folder, verify
+from .api import (
+    Export,
+    ExportResult,
+    prepare,
+    prepare_folder,
+    read_gene,
+    read_genes,
+    validate,
+    verify,
+)
 from .errors import (
     CellucidExportError,
     ExportWarning,
@@ -15,9 +24,11 @@ from .errors import (
     UnsupportedInputError,
     VerificationError,
 )
-from .formats.folder.read import read_gene, read_genes, read_manifest
-from .formats.folder.validate import ValidationReport, validate
+from .formats.folder.read import read_manifest
+from .formats.folder.validate import ValidationReport
 from .formats.folder.verify import VerifyReport
+from .formats.store.validate import StoreValidationReport
+from .formats.store.verify import StoreVerifyReport
 from .store_api import prepare_store
 
 __version__ = "0.1.0"
@@ -32,6 +43,8 @@ __all__ = [
     "InputValueError",
     "InvalidOptionError",
     "StorageError",
+    "StoreValidationReport",
+    "StoreVerifyReport",
     "TargetExistsError",
     "UnsupportedInputError",
     "ValidationReport",

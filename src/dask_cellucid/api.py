@@ -17,21 +17,30 @@ from . import plan as planning
 from .adapters import as_source, other_matrices
 from .engine import Export, run_blocks
 from .errors import InputValueError, InvalidOptionError, VerificationError
+from .formats.detect import detect
 from .formats.folder import dataset, kernels
+from .formats.folder import read as folder_read
+from .formats.folder import validate as folder_validate
 from .formats.folder import verify as folder_verify
 from .formats.folder.spec import Encoding, Layout, Rounding, layout_of
 from .formats.folder.writer import ExportResult, FolderWriter, folder_options, overflow_message
+from .formats.store.read import read_named_genes
+from .formats.store.validate import validate_store
 from .storage import Target
-from .store_api import prepare_store
+from .store_api import prepare_store, verify_store
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    import numpy as np
     import pandas as pd
 
     from ._scheduler import Compute
     from .adapters import Source
+    from .formats.folder.validate import ValidationReport
     from .formats.folder.verify import VerifyReport
+    from .formats.store.validate import StoreValidationReport
+    from .formats.store.verify import StoreVerifyReport
     from .types import Plan
 
 log = logging.getLogger("dask_cellucid")
@@ -119,9 +128,15 @@ def prepare_folder(
         ``"nearest"`` (decoded values within half a step) or ``"floor"`` (the
         reference writer's truncation, up to one step low; same bytes as it).
     codec
-        Deflate encoder for gzip: ``"auto"`` (libdeflate when installed, else
-        zlib), ``"libdeflate"``, ``"zlib"`` or ``"isal"``. All produce standard
-        gzip; they differ in speed and size.
+        Deflate encoder for gzip: ``"auto"`` (for a sparse input, the
+        sparse-aware encoder for every gene whose density is below the limit
+        it measured smaller and faster than libdeflate at; libdeflate, else
+        zlib, for the rest), ``"sparse"`` (the sparse-aware encoder for every
+        gene of a sparse input), or one generic encoder for every gene:
+        ``"libdeflate"``, ``"zlib"`` (the reference writer's bytes) or
+        ``"isal"``. All produce standard gzip; they differ in speed and size.
+        The sparse-aware encoder ignores the ``compression`` level (it makes
+        the same bytes at every level).
     make_unique
         Rename repeated ids (and ids that would share a file name) ``X-1``,
         ``X-2``, ... instead of refusing them.
@@ -258,6 +273,9 @@ def prepare_folder(
     return result
 
 
+_SPARSE_USE = {"auto": "auto", "sparse": "always"}
+
+
 def _encoding(
     var_quantization: Any, compression: Any, layout: Any, rounding: Any, codec: Any
 ) -> Encoding:
@@ -266,9 +284,11 @@ def _encoding(
     level = options.check_compression(compression)
     options.check_choice("layout", layout, ("key", "index"))
     options.check_choice("rounding", rounding, ("nearest", "floor"))
-    return Encoding(
-        bits=bits, compression=level, rounding=rounding, codec=codecs.resolve_codec(codec)
+    sparse = (
+        {"auto": "auto", "sparse": "always"}.get(codec, "off") if isinstance(codec, str) else "off"
     )
+    generic = codecs.resolve_codec("auto" if sparse != "off" else codec)
+    return Encoding(bits=bits, compression=level, rounding=rounding, codec=generic, sparse=sparse)
 
 
 def _read_input(
@@ -409,7 +429,7 @@ def verify(
     progress: bool | None = None,
     max_memory: int | str | None = None,
     input_storage_options: Mapping[str, Any] | None = None,
-) -> VerifyReport:
+) -> VerifyReport | StoreVerifyReport:
     """Compare every exported gene with the source matrix, in parallel.
 
     Reads the source as the export does (one Dask task per block of genes),
@@ -420,7 +440,12 @@ def verify(
     Parameters
     ----------
     path_or_url
-        The export folder (local path or fsspec URL).
+        The export folder (local path or fsspec URL), or a Cellucid-ready
+        store (a ``.zarr`` folder, :func:`~dask_cellucid.prepare_store`'s
+        output): then every gene (by name, from the store's ``var`` index)
+        is compared exactly with the source cast to the store's dtype, and a
+        :class:`~dask_cellucid.StoreVerifyReport` is returned
+        (``tolerance`` and ``genes_per_block`` do not apply).
     source
         What the export was made from: anything :func:`~dask_cellucid.prepare`
         accepts as ``gene_expression``.
@@ -452,7 +477,7 @@ def verify(
 
     Returns
     -------
-    VerifyReport
+    VerifyReport or StoreVerifyReport
         ``.ok`` is True only when every gene is within ``tolerance`` with
         the right bounds and missing cells, and no gene is missing or extra.
     """
@@ -465,6 +490,22 @@ def verify(
         if isinstance(path_or_url, Target)
         else Target.from_url(path_or_url, storage_options)
     )
+    if detect(target) == "store":
+        target.check_access(write=False)
+        return verify_store(
+            target,
+            source,
+            var,
+            layer=layer,
+            use_raw=use_raw,
+            var_gene_id_column=var_gene_id_column,
+            gene_identifiers=gene_identifiers,
+            scheduler=scheduler,
+            num_workers=num_workers,
+            progress=progress,
+            max_memory=budget,
+            input_storage_options=input_storage_options,
+        )
     src, var_df = _read_input(
         source,
         var,
@@ -584,4 +625,119 @@ def verify_source(
     return check.finish(checks)
 
 
-__all__ = ["Export", "ExportResult", "prepare", "prepare_folder", "verify", "verify_source"]
+def validate(
+    path_or_url: str | os.PathLike[str] | Target,
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    max_workers: int | None = None,
+) -> ValidationReport | StoreValidationReport:
+    """Check an export folder, or a Cellucid-ready store, against its format.
+
+    A folder with ``.zmetadata``, or whose name ends in ``.zarr``, is a store
+    (:func:`~dask_cellucid.prepare_store`'s output): it is checked against the
+    Cellucid-ready AnnData contract (the metadata, the chunking and codecs of
+    ``X``, ``X/indptr``, every chunk of ``X/data`` present) and a
+    :class:`~dask_cellucid.StoreValidationReport` is returned. Anything else
+    is an export folder, checked as
+    :func:`dask_cellucid.formats.folder.validate.validate` checks it.
+
+    Parameters
+    ----------
+    path_or_url
+        The export folder or store: a local path or any fsspec URL.
+    storage_options
+        fsspec options for a URL (credentials, ``endpoint_url``, ...).
+    max_workers
+        Threads reading a folder's payloads (default: a few more than the
+        CPUs, at most 8).
+
+    Returns
+    -------
+    ValidationReport or StoreValidationReport
+        ``.ok``, ``.problems`` (all of them); ``str()`` reads well.
+
+    Examples
+    --------
+    >>> report = validate("exports/pbmc")  # doctest: +SKIP
+    >>> report.ok, len(report.problems)  # doctest: +SKIP
+    (True, 0)
+    """
+    target = (
+        path_or_url
+        if isinstance(path_or_url, Target)
+        else Target.from_url(path_or_url, storage_options)
+    )
+    if detect(target) == "store":
+        return validate_store(target)
+    return folder_validate.validate(path_or_url, storage_options, max_workers=max_workers)
+
+
+def read_genes(
+    path: str | os.PathLike[str],
+    genes: Sequence[Any] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> dict[Any, np.ndarray]:
+    """Decode several genes of an export folder or a store: ``{gene: vector of n_cells}``.
+
+    From a folder, quantized values are dequantized with the viewer's formula
+    (``min + code * (max - min) / max_code`` in float64, stored as float32) and
+    the missing marker becomes NaN; float32 payloads come back as written
+    (see :func:`dask_cellucid.formats.folder.read.read_genes`).
+
+    From a Cellucid-ready store (a folder with ``.zmetadata``, or named
+    ``*.zarr``), genes are named as in its ``var`` index (or given by their
+    position in ``X``, as an int), and read as the browser reads them: the
+    consolidated metadata, ``X/indptr`` and the chunks covering each gene,
+    nothing else. Values come back in the store's dtype.
+
+    Parameters
+    ----------
+    path
+        The export folder or store: a local path or any fsspec URL.
+    genes
+        Gene ids; ``None`` reads every gene, in export order.
+    storage_options
+        fsspec options for a URL.
+
+    Raises
+    ------
+    GeneIdError
+        A requested gene is not in the export.
+    FileNotFoundError
+        A folder has no manifest, or a payload it names is missing.
+    """
+    if detect(path, storage_options) == "store":
+        return read_named_genes(path, genes, storage_options)
+    return folder_read.read_genes(path, genes, storage_options)  # type: ignore[return-value]
+
+
+def read_gene(
+    path: str | os.PathLike[str], gene: Any, storage_options: Mapping[str, Any] | None = None
+) -> np.ndarray:
+    """Decode one gene of an export folder or a store as the viewer would.
+
+    See :func:`read_genes`: a folder gives float32 with NaN for missing
+    values; a store gives its own dtype.
+
+    Examples
+    --------
+    >>> values = read_gene("exports/pbmc", "CD3E")  # doctest: +SKIP
+    >>> values.dtype, values.shape  # doctest: +SKIP
+    (dtype('float32'), (2700,))
+    """
+    if detect(path, storage_options) == "store":
+        return read_named_genes(path, [gene], storage_options)[gene]
+    return folder_read.read_gene(path, gene, storage_options)
+
+
+__all__ = [
+    "Export",
+    "ExportResult",
+    "prepare",
+    "prepare_folder",
+    "read_gene",
+    "read_genes",
+    "validate",
+    "verify",
+    "verify_source",
+]

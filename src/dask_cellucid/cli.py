@@ -24,14 +24,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("dask_cellucid")
 
 DEMO_DIR = "cellucid-demo"
+DEMO_STORE = "cellucid-demo.zarr"
 DEMO_ID = "dask-cellucid-demo"
 
 _EXPORT_HELP = """\
-Export gene expression to a folder the Cellucid viewer opens.
+Export gene expression to a folder the Cellucid viewer opens, or (with
+--format zarr) write a Cellucid-ready AnnData store for cellucid 0.9.5+.
 
 With no INPUT, exports a built-in demo dataset (20,000 cells x 2,000 genes,
-with a 2-D and 3-D embedding) to ./cellucid-demo, so you can see the whole
-job work.
+with a 2-D and 3-D embedding) to ./cellucid-demo (./cellucid-demo.zarr with
+--format zarr), so you can see the whole job work.
 
 INPUT is an AnnData file: a .h5ad file or a .zarr store (a local path or a URL
 such as s3://bucket/data.zarr). It is read lazily: files larger than memory
@@ -42,6 +44,7 @@ are fine. Which matrix is exported:
 
 examples:
   dask-cellucid export
+  dask-cellucid export pbmc.h5ad out/pbmc.zarr --format zarr
   dask-cellucid export pbmc.h5ad out/pbmc --genes CD3E,MS4A1,NKG7
   dask-cellucid export atlas.zarr s3://bucket/atlas --quantization 8 --compression 6 \\
       --scheduler distributed
@@ -56,11 +59,20 @@ defaults differ from the Python API:
   output here, pass --quantization none --compression none --embedding none.
   The command prints the settings it uses before it exports.
 
-which viewer opens the folder:
+which viewer opens the output:
+  --format zarr            cellucid 0.9.5 and later: pip install cellucid (recommended)
   --layout key (default)   pip install 'cellucid==0.0.9' (the release tagged v0.9.0)
   --layout index           pip install 'cellucid==0.9.2'
-  cellucid 0.9.5 and later (what a plain `pip install cellucid` gives) reads
-  neither folder layout: it opens AnnData files directly.
+  cellucid 0.9.5 and later reads neither folder layout: it opens the
+  Cellucid-ready AnnData store that --format zarr writes.
+
+--format zarr writes the store of cellucid 0.9.5's prepare(format="zarr"):
+  X (float32, canonical CSC), obs, var, every numeric obsm array of INPUT as an
+  embedding, obsp["connectivities"] when present. OUT must end in .zarr. It
+  takes --genes, --gene-id-column, --dataset-id, --dataset-name, --force,
+  --verify and the running and storage flags; the folder's encoding flags
+  (--quantization, --compression, --layout, --rounding, --codec,
+  --make-unique, --embedding) and --layer/--use-raw do not apply.
 """
 
 
@@ -135,7 +147,17 @@ def _build_parser() -> argparse.ArgumentParser:
         "input", nargs="?", help="a .h5ad file or .zarr store; omit for the demo dataset"
     )
     ex.add_argument(
-        "out", nargs="?", help=f"output folder or URL (default: ./{DEMO_DIR} for the demo)"
+        "out",
+        nargs="?",
+        help=f"output folder or URL (default: ./{DEMO_DIR}, or ./{DEMO_STORE} with "
+        "--format zarr, for the demo)",
+    )
+    ex.add_argument(
+        "--format",
+        choices=("folder", "zarr"),
+        default="folder",
+        help="'folder' (default): an export folder for cellucid 0.0.9/0.9.2; 'zarr': a "
+        "Cellucid-ready AnnData store for cellucid 0.9.5 and later (recommended)",
     )
     ex.add_argument(
         "-o",
@@ -182,7 +204,11 @@ def _build_parser() -> argparse.ArgumentParser:
         default="nearest",
         help="'floor' reproduces the reference writer's codes (default: nearest)",
     )
-    ex.add_argument("--codec", default="auto", help="deflate encoder: auto, libdeflate, zlib, isal")
+    ex.add_argument(
+        "--codec",
+        default="auto",
+        help="deflate encoder: auto (sparse-aware where it pays), sparse, libdeflate, zlib, isal",
+    )
     ex.add_argument(
         "--make-unique",
         action="store_true",
@@ -222,21 +248,38 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="fsspec storage option for a URL INPUT, e.g. anon=true",
     )
+    ex.add_argument(
+        "--dataset-id",
+        metavar="ID",
+        help="the dataset's id (default: from OUT's name)",
+    )
+    ex.add_argument(
+        "--dataset-name",
+        metavar="NAME",
+        help="the dataset's display name (default: its id)",
+    )
     ex.add_argument("--force", action="store_true", help="replace an existing export in OUT")
+    ex.add_argument(
+        "--verify",
+        action="store_true",
+        help="with --format zarr: read every gene back and compare it with INPUT, exactly",
+    )
     ex.add_argument("--no-progress", action="store_true", help="no progress bar")
     ex.set_defaults(func=_cmd_export)
 
     va = sub.add_parser(
-        "validate", help="check an export folder against the format", parents=[common]
+        "validate",
+        help="check an export folder or a Cellucid-ready store against its format",
+        parents=[common],
     )
-    va.add_argument("folder", help="export folder or URL")
+    va.add_argument("folder", help="export folder or .zarr store, or URL")
     va.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE")
     va.set_defaults(func=_cmd_validate)
 
     ve = sub.add_parser(
         "verify", help="compare every exported gene with the source matrix", parents=[common]
     )
-    ve.add_argument("folder", help="export folder or URL")
+    ve.add_argument("folder", help="export folder or .zarr store, or URL")
     ve.add_argument("source", help="the .h5ad/.zarr the export was made from")
     ve.add_argument("--layer", help="compare with adata.layers[LAYER]")
     ve.add_argument("--use-raw", action="store_true", help="compare with adata.raw.X")
@@ -312,6 +355,20 @@ def _cmd_export(args: argparse.Namespace) -> int:
     progress = not args.no_progress and sys.stderr.isatty()
     storage_options = _storage_options(args.storage_option) or None
     input_options = _storage_options(args.input_storage_option, "--input-storage-option") or None
+    if args.format == "zarr":
+        return _export_store(args, progress, storage_options, input_options)
+    if args.verify:
+        print(
+            "error: --verify applies to --format zarr; check a folder after the export with: "
+            "dask-cellucid verify OUT INPUT",
+            file=sys.stderr,
+        )
+        return 2
+    identity = {
+        k: v
+        for k, v in (("dataset_id", args.dataset_id), ("dataset_name", args.dataset_name))
+        if v is not None
+    }
     common = {
         "var_quantization": args.quantization,
         "compression": args.compression,
@@ -352,8 +409,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
             data.var,
             out_dir=out,
             **umap,
-            dataset_id=DEMO_ID,
-            dataset_name="dask-cellucid demo (synthetic)",
+            dataset_id=identity.get("dataset_id", DEMO_ID),
+            dataset_name=identity.get("dataset_name", "dask-cellucid demo (synthetic)"),
             var_gene_id_column=args.gene_id_column,
             **common,
         )
@@ -386,6 +443,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
             var_gene_id_column=args.gene_id_column,
             input_storage_options=input_options,
             **extra,
+            **identity,
             **common,
         )
         matrix = "raw.X" if args.use_raw else f"layers[{args.layer!r}]" if args.layer else "X"
@@ -401,6 +459,155 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# the folder export's flags that mean nothing to a store, with their defaults
+_FOLDER_ONLY = (
+    ("quantization", "--quantization", 8),
+    ("compression", "--compression", 6),
+    ("layout", "--layout", "key"),
+    ("rounding", "--rounding", "nearest"),
+    ("codec", "--codec", "auto"),
+    ("make_unique", "--make-unique", False),
+    ("embedding", "--embedding", "X_umap"),
+)
+
+
+def _store_dataset_id(out: str) -> str:
+    """A valid dataset id from a store's name (``my data.zarr`` -> ``my_data``)."""
+    name = out.rstrip("/").rsplit("/", 1)[-1]
+    if name.lower().endswith(".zarr"):
+        name = name[: -len(".zarr")]
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")[:180]
+    return cleaned if re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", cleaned) else "dataset"
+
+
+def _is_our_demo_store(out: str, storage_options: dict[str, Any] | None) -> bool:
+    """Whether ``out`` holds a finished demo store written by this command."""
+    from .formats.store.read import StoreReader
+    from .storage import Target
+
+    target = Target.from_url(out, storage_options)
+    target.check_access()
+    try:
+        return str(StoreReader(target).array("uns/cellucid/id")) == DEMO_ID
+    except Exception:  # absent or unreadable: not ours; prepare() says what is wrong with it
+        return False
+
+
+def _export_store(
+    args: argparse.Namespace,
+    progress: bool,  # noqa: FBT001
+    storage_options: dict[str, Any] | None,
+    input_options: dict[str, Any] | None,
+) -> int:
+    """``export --format zarr``: the Cellucid-ready AnnData store of cellucid 0.9.5+."""
+    from .api import prepare
+    from .options import parse_memory
+
+    if args.layer is not None or args.use_raw:
+        print(
+            "error: --layer and --use-raw apply to the folder export only: --format zarr "
+            "writes INPUT's X (with its var), as cellucid 0.9.5's prepare(data=adata) does. "
+            "Write the matrix you want as X of an AnnData file first, or drop --format zarr.",
+            file=sys.stderr,
+        )
+        return 2
+    given = [flag for name, flag, default in _FOLDER_ONLY if getattr(args, name) != default]
+    if given:
+        print(
+            f"error: {', '.join(given)}: only for the export folder's encoding, which does not "
+            "apply to --format zarr (the store's encoding is fixed by its contract); drop it.",
+            file=sys.stderr,
+        )
+        return 2
+    args.out = args.out_option or args.out
+    demo = args.input is None
+    out = args.out or (DEMO_STORE if demo else None)
+    if out is None:
+        print(
+            "error: give the output store: dask-cellucid export INPUT OUT.zarr --format zarr",
+            file=sys.stderr,
+        )
+        return 2
+    if not out.rstrip("/").lower().endswith(".zarr"):
+        print(
+            f"error: --format zarr writes a .zarr store, and OUT {out!r} does not end in .zarr; "
+            f"name it e.g. {out.rstrip('/')}.zarr",
+            file=sys.stderr,
+        )
+        return 2
+    max_memory = parse_memory(args.max_memory)
+    force = args.force
+    common: dict[str, Any] = {
+        "gene_identifiers": _parse_genes(args.genes),
+        "var_gene_id_column": args.gene_id_column,
+        "scheduler": args.scheduler,
+        "num_workers": args.workers,
+        "storage_options": storage_options,
+        "max_memory": max_memory,
+        "progress": progress,
+        "verify": args.verify,
+    }
+    if demo:
+        from .datasets import demo as demo_data
+
+        if input_options:
+            print("error: --input-storage-option needs an INPUT URL", file=sys.stderr)
+            return 2
+        if not force and _is_our_demo_store(out, storage_options):
+            force = True
+            print(f"Replacing the demo store an earlier run wrote to {out}.")
+        data = demo_data()
+        parts: dict[str, Any] = {
+            "gene_expression": data.X,
+            "var": data.var,
+            "embeddings": {"X_umap_2d": data.umap_2d, "X_umap_3d": data.umap_3d},
+        }
+        dataset_id = args.dataset_id or DEMO_ID
+        dataset_name = args.dataset_name or "dask-cellucid demo (synthetic)"
+        what = f"the built-in demo ({data.X.shape[0]:,} cells x {data.X.shape[1]:,} genes)"
+    else:
+        from .adapters import read_annotations
+
+        # obs, var and obsm only: X is read out of core from the path by the export
+        parts = read_annotations(args.input, input_options)
+        if not parts["embeddings"]:
+            print(
+                f"error: {args.input} has no numeric obsm array (e.g. obsm['X_umap']); the store "
+                "needs at least one embedding for the viewer to place the cells.",
+                file=sys.stderr,
+            )
+            return 2
+        parts["gene_expression"] = args.input
+        dataset_id = args.dataset_id or _store_dataset_id(out)
+        dataset_name = args.dataset_name or dataset_id
+        what = f"X of {args.input}"
+    keys = ", ".join(parts["embeddings"])
+    print(
+        f"Writing a Cellucid-ready store from {what}: embeddings {keys}; dataset id "
+        f"{dataset_id!r}.",
+        flush=True,
+    )
+    result = prepare(
+        out,
+        format="zarr",
+        dataset_id=dataset_id,
+        dataset_name=dataset_name,
+        force=force,
+        input_storage_options=input_options,
+        **parts,
+        **common,
+    )
+    print(result)
+    if args.verify:
+        print("Verified: every gene matches INPUT exactly.")
+    where = out if "://" in out else os.path.relpath(out)
+    print(
+        f"Open it with cellucid 0.9.5 or later: pip install cellucid && cellucid serve {where}\n"
+        f"Check it any time with: dask-cellucid validate {where}"
+    )
+    return 0
+
+
 def _how_to_view(layout: str, where: str) -> str:
     """Which cellucid release opens a folder of this layout, and the command to serve it."""
     if layout == "key":
@@ -411,13 +618,13 @@ def _how_to_view(layout: str, where: str) -> str:
         f"To view it ({layout} layout, read by {which}), in an environment of its own:\n"
         f"  pip install '{viewer}' && cellucid serve {where}\n"
         "(cellucid 0.9.5 and later, a plain `pip install cellucid`, reads neither folder "
-        "layout: it opens AnnData files.)\n"
+        "layout: for it, write a Cellucid-ready store with --format zarr.)\n"
         f"Check it any time with: dask-cellucid validate {where}"
     )
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from .formats.folder.validate import validate
+    from .api import validate
     from .storage import Target
 
     storage_options = _storage_options(args.storage_option) or None

@@ -92,7 +92,7 @@ def resolve_codec(codec: str) -> CodecName:
     if codec == "auto":
         return "libdeflate" if "libdeflate" in available_codecs() else "zlib"
     if codec not in _ENCODERS:
-        msg = f"codec={codec!r} is not one of 'auto', {', '.join(map(repr, CODECS))}."
+        msg = f"codec={codec!r} is not one of 'auto', 'sparse', {', '.join(map(repr, CODECS))}."
         raise InvalidOptionError(msg)
     if codec not in available_codecs():
         pkg = _ENCODERS[codec][0]

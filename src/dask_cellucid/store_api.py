@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import _scheduler, options
+from . import _scheduler, genes, options
 from . import plan as planning
 from .adapters import as_source
 from .engine import Export, run_blocks
@@ -28,6 +28,7 @@ from .formats.store import elements as el
 from .formats.store import kernels, segments
 from .formats.store.read import StoreReader
 from .formats.store.spec import SLICED_CHUNK, StoreOptions, strip_chunks
+from .formats.store.verify import StoreVerifyReport
 from .formats.store.writer import (
     StoreResult,
     StoreWriter,
@@ -162,6 +163,7 @@ def prepare_store(
     progress: bool | None = None,
     verify: bool = False,
     chunk_values: int = SLICED_CHUNK,
+    input_storage_options: Mapping[str, Any] | None = None,
 ) -> StoreResult:
     """Write a Cellucid-ready AnnData zarr store, in parallel and out of core.
 
@@ -219,6 +221,8 @@ def prepare_store(
     chunk_values
         Values per chunk of ``X/data`` and ``X/indices``: 65,536, the
         contract's; smaller only for tests.
+    input_storage_options
+        fsspec options for a ``gene_expression`` given as a URL.
 
     Raises
     ------
@@ -281,7 +285,9 @@ def prepare_store(
     uns = el.cellucid_uns(args["dataset_id"], args["dataset_name"], args.get("uns_extra"))
     obs_index, obs_columns = el.obs_elements(args.get("obs"), n_cells)
 
-    source = as_source(args["gene_expression"], max_memory=budget)
+    source = as_source(
+        args["gene_expression"], max_memory=budget, storage_options=input_storage_options
+    )
     if source.shape[0] != n_cells:
         msg = (
             f"gene_expression has {source.shape[0]:,} rows, but the embeddings have "
@@ -431,20 +437,49 @@ def prepare_store(
     return result
 
 
-def verify_block(block: Any, job: tuple[int, int], target: Target) -> list[tuple[int, int]]:
-    """Compare one block of the input with the store's genes ``[start, stop)``; the wrong ones."""
+def verify_block(block: Any, job: Sequence[int], target: Target) -> list[tuple[int, int]]:
+    """Compare one block of the input with the store's genes at positions ``job`` (one per
+    column of the block); ``(position, cells that differ)`` of the wrong ones."""
     import scipy.sparse as sp
 
-    start, stop = job
     reader = StoreReader(target)
     dense = block.toarray() if sp.issparse(block) else np.asarray(block)
     wrong = []
-    for k, j in enumerate(range(start, stop)):
+    for k, j in enumerate(job):
         got = reader.read_gene(j)
         want = dense[:, k].astype(got.dtype)
         if not np.array_equal(got, want):
             wrong.append((j, int(np.count_nonzero(got != want))))
     return wrong
+
+
+def _compare(
+    final: Target,
+    source: Any,
+    columns: Sequence[int],
+    positions: Sequence[int],
+    sizes: Sequence[int],
+    compute: Any,
+    *,
+    progress: bool | None,
+) -> list[tuple[int, int]]:
+    """Store positions against source columns, one task per block of ``sizes``."""
+    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+    x = source.column_blocks(list(columns), tuple(sizes))
+    jobs = [
+        (i, tuple(int(p) for p in positions[starts[i] : starts[i + 1]])) for i in range(len(sizes))
+    ]
+    return run_blocks(
+        x,
+        verify_block,
+        jobs,
+        final,
+        compute=compute,
+        name=f"verify-store-{os.urandom(4).hex()}",
+        n_items=len(columns),
+        progress=progress,
+        desc="Verifying genes",
+    )
 
 
 def _verify(
@@ -456,20 +491,79 @@ def _verify(
     *,
     progress: bool | None,
 ) -> None:
-    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
-    x = source.column_blocks(columns, sizes)
-    jobs = [(i, (int(starts[i]), int(starts[i + 1]))) for i in range(len(sizes))]
-    wrong = run_blocks(
-        x,
-        verify_block,
-        jobs,
-        final,
-        compute=compute,
-        name="verify-store",
-        n_items=len(columns),
-        progress=progress,
-        desc="Verifying genes",
-    )
+    positions = list(range(len(columns)))
+    wrong = _compare(final, source, columns, positions, sizes, compute, progress=progress)
     if wrong:
         msg = f"{len(wrong)} gene(s) of {final.display_url} do not match the input: {wrong[:10]}"
         raise VerificationError(msg)
+
+
+def verify_store(
+    target: Target,
+    source: Any,
+    var: Any = None,
+    *,
+    layer: str | None = None,
+    use_raw: bool = False,
+    var_gene_id_column: str | None = None,
+    gene_identifiers: Sequence[str] | None = None,
+    scheduler: Any = None,
+    num_workers: int | None = None,
+    progress: bool | None = None,
+    max_memory: int | str | None = None,
+    input_storage_options: Mapping[str, Any] | None = None,
+) -> StoreVerifyReport:
+    """Compare every gene of the store at ``target`` with ``source``, exactly.
+
+    Genes are matched by name (the store's ``var`` index against the
+    source's); the store's values are read as the browser reads them and
+    compared with the source's cast to the store's dtype. With
+    ``gene_identifiers``, only those genes (store names) are compared.
+    """
+    budget = options.resolve_memory(max_memory)
+    _scheduler.check(scheduler, num_workers)
+    src = as_source(
+        source,
+        layer=layer,
+        use_raw=use_raw,
+        max_memory=budget,
+        storage_options=input_storage_options,
+    )
+    var_df = genes.var_for(var, src.var, src.shape)
+    report = StoreVerifyReport(url=target.display_url, source=getattr(src, "description", "source"))
+    try:
+        reader = StoreReader(target)
+        stored = reader.gene_names()
+    except Exception as err:  # no metadata, a damaged document: the store cannot be compared
+        report.problems.append(f"the store cannot be read: {err}")
+        return report
+    if reader.shape[0] != src.shape[0]:
+        report.problems.append(
+            f"the store has {reader.shape[0]:,} cells and the source {src.shape[0]:,}"
+        )
+        return report
+    unique, _ = _gene_names(var_df, src.shape[1], var_gene_id_column)
+    in_source = {g: c for c, g in enumerate(unique)}
+    in_store = {g: j for j, g in enumerate(stored)}
+    wanted = stored if gene_identifiers is None else [str(g) for g in gene_identifiers]
+    report.missing = [g for g in wanted if g not in in_store]
+    report.extra = [g for g in wanted if g in in_store and g not in in_source]
+    names = [g for g in wanted if g in in_store and g in in_source]
+    report.n_genes = len(names)
+    if not names:
+        return report
+    columns = [in_source[g] for g in names]
+    positions = [in_store[g] for g in names]
+    with _scheduler.resolve(scheduler, num_workers) as compute:
+        per = planning.genes_per_block(
+            src.shape[0],
+            len(names),
+            src.bytes_per_value() + 16,
+            block_memory=planning.task_memory(budget, compute.n_threads),
+            n_threads=compute.n_threads,
+        )
+        sizes = planning.block_sizes(len(names), per)
+        wrong = _compare(target, src, columns, positions, sizes, compute, progress=progress)
+    by_position = {j: g for g, j in zip(names, positions, strict=True)}
+    report.wrong = [(by_position[j], n) for j, n in sorted(wrong)]
+    return report

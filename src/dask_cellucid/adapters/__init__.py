@@ -22,6 +22,7 @@ from ._anndata import (
     from_path,
     is_anndata,
     other_matrices,
+    read_annotations,
     read_obsm,
 )
 from ._backed import FileSource
@@ -34,6 +35,7 @@ __all__ = [
     "as_source",
     "from_path",
     "other_matrices",
+    "read_annotations",
     "read_obsm",
 ]
 

@@ -28,6 +28,7 @@ from ._files import (
     has,
     inspect_file,
     open_root,
+    read_frame,
 )
 from ._memory import memory_source
 from ._orientation import SAMPLE, check_names
@@ -188,6 +189,40 @@ def read_obsm(
         )
         return None
     return coords
+
+
+def read_annotations(path: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything of an .h5ad/.zarr file but its matrices: ``obs``, ``var``, the numeric
+    ``obsm`` arrays (``embeddings``) and ``obsp['connectivities']`` when present.
+
+    Small, read eagerly; ``X``, ``layers`` and ``raw`` are not touched (the
+    export reads ``X`` out of core from the path).
+    """
+    from anndata.io import read_elem
+
+    url = os.fspath(path)
+    if "://" not in url:
+        url = os.path.abspath(os.path.expanduser(url))
+    fmt = detect_format(url)
+    check_input_access(url, storage_options)
+    out: dict[str, Any] = {}
+    with open_root(url, fmt, storage_options) as root:
+        for key in ("obs", "var"):
+            if has(root, key):
+                out[key] = read_frame(get(root, key))
+        embeddings: dict[str, np.ndarray] = {}
+        if has(root, "obsm"):
+            for key in get(root, "obsm"):
+                value = read_elem(get(root, f"obsm/{key}"))
+                if isinstance(value, pd.DataFrame) or not hasattr(value, "dtype"):
+                    continue
+                coords = np.asarray(value)
+                if coords.ndim == 2 and np.dtype(coords.dtype).kind in "iuf":
+                    embeddings[str(key)] = coords
+        out["embeddings"] = embeddings
+        if has(root, "obsp/connectivities"):
+            out["connectivities"] = read_elem(get(root, "obsp/connectivities"))
+    return out
 
 
 def other_matrices(

@@ -93,18 +93,39 @@ class BlockPayloads:
     lo: np.ndarray
     hi: np.ndarray
     n_nonfinite: np.ndarray
-    _row_source: Callable[[], Iterator[np.ndarray]] | None = None
+    _row_source: Callable[[np.ndarray | None], Iterator[np.ndarray | None]] | None = None
+    _stored: Callable[[], StoredCodes] | None = None
 
-    def rows(self) -> Iterator[np.ndarray]:
-        """Each gene's payload in turn.
+    def rows(self, skip: np.ndarray | None = None) -> Iterator[np.ndarray | None]:
+        """Each gene's payload in turn (None for the genes ``skip`` marks, when sparse).
 
         For a block encoded ``one_row``, every row is the same buffer,
         overwritten by the next: use (compress, copy) each before drawing the
-        next.
+        next. ``skip`` saves filling the dense vector of genes the caller
+        encodes from :meth:`stored` instead; a dense block ignores it.
         """
         if self._row_source is not None:
-            return self._row_source()
+            return self._row_source(skip)
         return iter(self.values)  # type: ignore[arg-type]
+
+    def stored(self) -> StoredCodes | None:
+        """A sparse block's payload values of its stored cells only (None for a dense block)."""
+        return None if self._stored is None else self._stored()
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCodes:
+    """A sparse block's genes as CSC of payload values: what a sparse-aware encoder needs.
+
+    ``codes[indptr[k]:indptr[k+1]]`` are gene ``k``'s payload values (codes,
+    or float32) at rows ``indices[...]``; every other cell holds ``fill[k]``
+    (the code of zero). ``indptr`` starts at 0.
+    """
+
+    codes: np.ndarray
+    indices: np.ndarray
+    indptr: np.ndarray
+    fill: np.ndarray
 
 
 def codes_for(
@@ -183,7 +204,8 @@ def encode_dense(x: np.ndarray, bits: Bits | None, rounding: Rounding = "nearest
         empty = ~np.isfinite(lo)
         lo[empty] = hi[empty] = np.nan
     if bits is None:
-        return BlockPayloads(xt, lo, hi, n_nonfinite)
+        fill = np.zeros(w, np.float32)
+        return BlockPayloads(xt, lo, hi, n_nonfinite, _stored=lambda: dense_stored(xt, fill))
 
     scale = _scales(lo, hi, bits)
     codes = np.empty((w, n), code_dtype(bits))
@@ -193,7 +215,41 @@ def encode_dense(x: np.ndarray, bits: Bits | None, rounding: Rounding = "nearest
         codes[sl] = codes_for(xt[sl], lo[sl, None], scale[sl, None], bits, rounding)
     if finite is not None:
         codes[~finite] = max_code(bits) + 1
-    return BlockPayloads(codes, lo, hi, n_nonfinite)
+    zero_codes = codes_for(np.zeros(w), np.nan_to_num(lo), scale, bits, rounding)
+    return BlockPayloads(
+        codes, lo, hi, n_nonfinite, _stored=lambda: dense_stored(codes, zero_codes)
+    )
+
+
+def _same_bytes(values: np.ndarray) -> np.ndarray:
+    """``values`` viewed as unsigned integers, so that -0.0 and 0.0 differ (their bytes do)."""
+    return values.view(f"<u{values.dtype.itemsize}")
+
+
+def dense_stored(payloads: np.ndarray, fill: np.ndarray) -> StoredCodes:
+    """The cells of ``(w, n_cells)`` payloads whose bytes differ from their gene's ``fill``.
+
+    The same :class:`StoredCodes` a sparse block of the same values gives
+    (after :func:`without_fill`), so an encoder fed either makes the same bytes.
+    """
+    fill = np.asarray(fill, payloads.dtype)
+    keep = _same_bytes(payloads) != _same_bytes(fill)[:, None]
+    genes, rows = np.nonzero(keep)
+    indptr = np.zeros(len(payloads) + 1, np.int64)
+    np.cumsum(np.bincount(genes, minlength=len(payloads)), out=indptr[1:])
+    return StoredCodes(payloads[keep], rows, indptr, fill)
+
+
+def without_fill(stored: StoredCodes) -> StoredCodes:
+    """``stored`` less the stored cells whose bytes equal their gene's fill (explicit zeros)."""
+    counts = np.diff(stored.indptr)
+    gene = np.repeat(np.arange(len(counts)), counts)
+    keep = _same_bytes(stored.codes) != _same_bytes(stored.fill)[gene]
+    if keep.all():
+        return stored
+    indptr = np.zeros(len(counts) + 1, np.int64)
+    np.cumsum(np.bincount(gene[keep], minlength=len(counts)), out=indptr[1:])
+    return StoredCodes(stored.codes[keep], stored.indices[keep], indptr, stored.fill)
 
 
 def encode_csc(
@@ -280,10 +336,16 @@ def encode_csc(
     # fast as through scipy's int32 indices, conversion included.
     index_buf = np.empty(size, np.intp)
 
-    def payload_rows(out: np.ndarray) -> Iterator[np.ndarray]:
+    def payload_rows(
+        out: np.ndarray, skip: np.ndarray | None = None
+    ) -> Iterator[np.ndarray | None]:
         """Each gene's payload in turn, in ``out[k]`` (2-D) or in ``out`` itself (1-D)."""
         ptr = indptr.tolist()
+        skipped = [False] * w if skip is None else np.asarray(skip, bool).tolist()
         for k in range(w):
+            if skipped[k]:
+                yield None
+                continue
             row = out[k] if out.ndim == 2 else out
             a, b = ptr[k], ptr[k + 1]
             if b - a < n_cells:
@@ -297,14 +359,31 @@ def encode_csc(
                     row[at] = values_of(k, a, b)
             yield row
 
+    def stored() -> StoredCodes:
+        base = int(indptr[0])
+        codes = np.empty(int(indptr[-1]) - base, dtype)
+        ptr = indptr.tolist()
+        for k in range(w):
+            a, b = ptr[k], ptr[k + 1]
+            if a < b:
+                codes[a - base : b - base] = values_of(k, a, b)
+        return StoredCodes(
+            codes, np.asarray(indices[base : ptr[-1]]), indptr - base, np.asarray(fill, dtype)
+        )
+
     if one_row:
         return BlockPayloads(
-            None, lo, hi, n_nonfinite, lambda: payload_rows(np.empty(n_cells, dtype))
+            None,
+            lo,
+            hi,
+            n_nonfinite,
+            lambda skip: payload_rows(np.empty(n_cells, dtype), skip),
+            stored,
         )
     out = np.empty((w, n_cells), dtype)
     for _ in payload_rows(out):
         pass
-    return BlockPayloads(out, lo, hi, n_nonfinite)
+    return BlockPayloads(out, lo, hi, n_nonfinite, _stored=stored)
 
 
 def encode_block(

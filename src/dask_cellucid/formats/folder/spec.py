@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 Layout = Literal["key", "index"]
 Rounding = Literal["nearest", "floor"]
 Bits = Literal[8, 16]
+SparseUse = Literal["auto", "always", "off"]
 
 VAR_DIR = "var"
 MANIFEST_NAME = "var_manifest.json"
@@ -64,6 +65,9 @@ class Encoding:
     compression: int | None
     rounding: Rounding = "nearest"
     codec: str = "libdeflate"
+    #: The sparse-aware gzip encoder for sparse blocks: ``"auto"`` (genes where it
+    #: pays), ``"always"`` (every gene of a sparse block) or ``"off"``.
+    sparse: SparseUse = "off"
 
     @property
     def payload_dtype(self) -> PayloadDtype:
@@ -102,7 +106,10 @@ class FolderOptions:
 
     def fingerprint_fields(self) -> dict[str, Any]:
         """What the bytes on disk depend on (names as journals before 0.2 recorded them)."""
-        return {"stems": self.stems, "encoding": asdict(self.encoding), "layout": self.layout}
+        encoding = asdict(self.encoding)
+        if encoding["sparse"] == "off":  # as journals before the sparse encoder recorded it
+            del encoding["sparse"]
+        return {"stems": self.stems, "encoding": encoding, "layout": self.layout}
 
     def payload_path(self, position: int) -> str:
         """Path of gene ``position``'s payload, relative to the export root."""

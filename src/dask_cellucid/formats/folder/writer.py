@@ -26,7 +26,7 @@ from dask_cellucid.errors import (
     TargetExistsError,
 )
 
-from . import dataset, journal, kernels, manifest, naming
+from . import dataset, journal, kernels, manifest, naming, sparse_gzip
 from .spec import MANIFEST_NAME, VAR_DIR, Encoding, FolderOptions, GeneEntry, Layout
 
 if TYPE_CHECKING:
@@ -158,12 +158,19 @@ def encode_files(
     # compressed payloads are copies anyway; uncompressed ones may be views
     one_row = bool(enc.compression) or zero_copy
     payloads = kernels.encode_block(block, enc.bits, enc.rounding, one_row=one_row)
+    members = _sparse_members(payloads, job.n_cells, enc)
+    skip = None
+    if members:
+        skip = np.zeros(len(job.gene_ids), bool)
+        skip[list(members)] = True
     entries: list[GeneEntry] = []
 
     def each_payload() -> Iterator[Any]:
-        for k, row in enumerate(payloads.rows()):
-            if enc.compression:
-                data: Any = codecs.gzip_member(row, enc.compression, enc.codec)
+        for k, row in enumerate(payloads.rows(skip)):
+            if k in members:
+                data: Any = members[k]
+            elif enc.compression:
+                data = codecs.gzip_member(row, enc.compression, enc.codec)
             else:
                 data = memoryview(row).cast("B") if zero_copy else row.tobytes()
             entries.append(
@@ -190,6 +197,47 @@ def overflow_message(gene_ids: Sequence[str]) -> str:
         "would become Inf. These are not NaN from preprocessing: the values are too large. "
         "Rescale them (e.g. log1p) or clip them, and export again."
     )
+
+
+def _sparse_members(
+    payloads: kernels.BlockPayloads, n_cells: int, enc: Encoding
+) -> dict[int, bytes]:
+    """Gzip members made by the sparse-aware encoder, by gene, for the genes where it pays.
+
+    Only for compressed payloads: its work grows with the cells that differ
+    from the code of zero, not with ``n_cells``, and its output is smaller
+    than libdeflate's at level 6 up to a measured density
+    (:func:`sparse_gzip.sparse_pays`); denser genes keep the generic codec.
+    The choice depends only on a gene's values, so every input kind, block
+    size and scheduler gives the same bytes.
+    """
+    if not enc.compression or enc.sparse == "off":
+        return {}
+    stored = payloads.stored()
+    if stored is None:
+        return {}
+    # decide and encode on the cells that differ from the fill, whichever the
+    # input's kind: a sparse and a dense input of the same values give the same bytes
+    stored = kernels.without_fill(stored)
+    ptr = stored.indptr.tolist()
+    chosen = [
+        k
+        for k in range(len(ptr) - 1)
+        if enc.sparse == "always"
+        or sparse_gzip.sparse_pays(ptr[k + 1] - ptr[k], n_cells, enc.itemsize)
+    ]
+    if not chosen:
+        return {}
+    if len(chosen) == len(ptr) - 1:
+        codes, rows, indptr, fill = stored.codes, stored.indices, stored.indptr, stored.fill
+    else:
+        spans = [(ptr[k], ptr[k + 1]) for k in chosen]
+        codes = np.concatenate([stored.codes[a:b] for a, b in spans])
+        rows = np.concatenate([stored.indices[a:b] for a, b in spans])
+        indptr = np.concatenate([[0], np.cumsum([b - a for a, b in spans])])
+        fill = stored.fill[chosen]
+    made = sparse_gzip.gzip_members_csc(codes, rows, indptr, n_cells, fill)
+    return dict(zip(chosen, made, strict=True))
 
 
 def _check_block_shape(block: Any, job: BlockJob) -> None:

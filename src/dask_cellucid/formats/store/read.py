@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dask_cellucid.errors import InputValueError
+from dask_cellucid.errors import GeneIdError, InputValueError
 from dask_cellucid.storage import Target
 
 from . import kernels
@@ -76,6 +76,42 @@ class StoreReader:
         parts = np.concatenate([self._chunk(name, str(i)) for i in range(first, last + 1)])
         return parts[p0 - first * c : p1 - first * c]
 
+    def array(self, name: str) -> np.ndarray:
+        """A small array of any dtype (strings too) read whole, with the codecs its metadata
+        names: ``var``'s index, a scalar of ``uns``."""
+        from numcodecs import get_codec
+
+        meta = self._array_meta(name)
+        shape = tuple(meta["shape"])
+        chunks = tuple(meta["chunks"]) or (1,)
+        compressor = get_codec(meta["compressor"]) if meta.get("compressor") else None
+        filters = [get_codec(f) for f in meta.get("filters") or []]
+        if len(shape) > 1:
+            msg = f"{name} is {len(shape)}-D; only 0-D and 1-D arrays are read whole."
+            raise InputValueError(msg)
+        n = shape[0] if shape else 1
+        parts = []
+        for i in range(-(-n // chunks[0])):
+            raw = self.target.read(f"{name}/{i}")
+            if raw is None:
+                msg = f"{self.target.display_url}: chunk {i} of {name} is missing."
+                raise InputValueError(msg)
+            buf: Any = compressor.decode(raw) if compressor is not None else raw
+            for f in reversed(filters):
+                buf = f.decode(buf)
+            if isinstance(buf, np.ndarray) and buf.dtype == object:
+                parts.append(buf)
+            else:
+                dtype = np.dtype(meta["dtype"])
+                parts.append(np.frombuffer(bytes(buf), dtype=dtype))
+        out = np.concatenate(parts)[:n] if parts else np.zeros(0)
+        return out.reshape(shape) if shape == () else out
+
+    def gene_names(self) -> list[str]:
+        """``var``'s index: the genes' names, in the order of ``X``'s columns."""
+        index = self.meta.get("var/.zattrs", {}).get("_index", "_index")
+        return [str(v) for v in self.array(f"var/{index}")]
+
     def read_gene(self, j: int) -> np.ndarray:
         """Gene ``j`` (its position in ``X``) as a dense vector of ``n_cells`` values."""
         n_cells = self.shape[0]
@@ -100,6 +136,49 @@ def read_gene(
 ) -> np.ndarray:
     """Gene ``j`` of a store, read as the browser reads it (see :class:`StoreReader`)."""
     return StoreReader(path_or_url, storage_options).read_gene(j)
+
+
+def read_named_genes(
+    path_or_url: str | os.PathLike[str] | Target,
+    genes: Sequence[str | int] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> dict[str | int, np.ndarray]:
+    """``{gene: values}`` for genes named as in ``var``'s index, or by position in ``X``.
+
+    ``None`` reads every gene, keyed by name. Only the consolidated metadata,
+    ``var``'s index (for names), ``X/indptr`` and the chunks covering each gene
+    are read.
+    """
+    reader = StoreReader(path_or_url, storage_options)
+    names: list[str] | None = None
+    if genes is None or any(not isinstance(g, int | np.integer) for g in genes):
+        names = reader.gene_names()
+    if genes is None:
+        assert names is not None
+        return {g: reader.read_gene(j) for j, g in enumerate(names)}
+    at: dict[str, int] = {}
+    if names is not None:
+        for j, g in enumerate(names):
+            at.setdefault(g, j)
+    n_genes = reader.shape[1]
+    where: dict[str | int, int] = {}
+    absent: list[Any] = []
+    for g in genes:
+        if isinstance(g, int | np.integer):
+            if not 0 <= int(g) < n_genes:
+                absent.append(g)
+            where[int(g)] = int(g)
+        elif str(g) in at:
+            where[str(g)] = at[str(g)]
+        else:
+            absent.append(g)
+    if absent:
+        msg = (
+            f"{len(absent)} gene(s) are not in the store {reader.target.display_url}: "
+            f"{absent[:10]}. Genes are named as in its var index, or given by position."
+        )
+        raise GeneIdError(msg)
+    return {g: reader.read_gene(j) for g, j in where.items()}
 
 
 def read_genes(reader: StoreReader, genes: Sequence[int]) -> np.ndarray:

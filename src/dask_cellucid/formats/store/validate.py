@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -81,6 +82,16 @@ def validate(
         nnz = data["shape"][0]
         if data["chunks"] != [vector_chunk(nnz, chunk)] or indices["chunks"] != data["chunks"]:
             problems.append(f"X/data and X/indices are not in chunks of {chunk:,} values")
+        n_chunks = -(-nnz // data["chunks"][0]) if nnz else 0
+        present = set(target.sizes("X/data"))
+        absent = [i for i in range(n_chunks) if f"X/data/{i}" not in present]
+        if absent:
+            shown = ", ".join(f"X/data/{i}" for i in absent[:5])
+            more = f" and {len(absent) - 5:,} more" if len(absent) > 5 else ""
+            problems.append(
+                f"{len(absent):,} chunk(s) of X/data are missing: {shown}{more} "
+                "(the genes they hold read as zeros)"
+            )
         if data["compressor"] != _ZLIB or data.get("filters"):
             problems.append("X/data is not zlib 6 without a filter")
         if indices["compressor"] != _ZLIB or not _shuffled(indices):
@@ -107,3 +118,73 @@ def validate(
     else:
         problems.append(f"X is encoded as {kind!r}, not csc_matrix or array")
     return problems
+
+
+@dataclass
+class StoreValidationReport:
+    """What :func:`dask_cellucid.validate` found in a Cellucid-ready AnnData store.
+
+    Attributes
+    ----------
+    url
+        The store checked.
+    problems
+        Every way the store departs from the contract (it is not valid if any).
+    n_cells, n_genes
+        The shape of ``X`` (0 when the metadata could not be read).
+    """
+
+    url: str
+    problems: list[str] = field(default_factory=list)
+    n_cells: int = 0
+    n_genes: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """True when no problem was found."""
+        return not self.problems
+
+    def __str__(self) -> str:
+        what = (
+            f"Cellucid-ready store, {self.n_genes:,} genes x {self.n_cells:,} cells"
+            if self.n_cells or self.n_genes
+            else "Cellucid-ready store, no readable metadata"
+        )
+        head = f"validate {self.url} ({what}): "
+        if self.ok:
+            return head + "OK, no problem found."
+        return "\n".join(
+            [head + f"{len(self.problems)} problem(s):", *(f"  - {p}" for p in self.problems)]
+        )
+
+
+def validate_store(
+    path_or_url: str | os.PathLike[str] | Target,
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    chunk: int = SLICED_CHUNK,
+) -> StoreValidationReport:
+    """:func:`validate` as a report, with the shape of ``X`` when it can be read."""
+    target = (
+        path_or_url
+        if isinstance(path_or_url, Target)
+        else Target.from_url(path_or_url, storage_options)
+    )
+    report = StoreValidationReport(url=target.url)
+    try:
+        report.problems = validate(target, chunk=chunk)
+    except Exception as err:  # a damaged document: say so, as a problem
+        report.problems = [f"the store cannot be read: {type(err).__name__}: {err}"]
+        return report
+    if not report.problems or CONSOLIDATED not in report.problems[0]:
+        try:
+            meta = json.loads(target.read(CONSOLIDATED) or b"{}").get("metadata", {})
+            x = meta.get("X/.zattrs", {})
+            shape = x.get("shape") or meta.get("X/.zarray", {}).get("shape") or (0, 0)
+            report.n_cells, report.n_genes = int(shape[0]), int(shape[1])
+        except Exception:
+            pass
+    return report
+
+
+__all__ = ["StoreValidationReport", "validate", "validate_store"]
