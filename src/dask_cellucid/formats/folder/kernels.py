@@ -418,6 +418,7 @@ def decode(codes: np.ndarray, lo: float, hi: float, bits: Bits) -> np.ndarray:
     in the manifest.
     """
     top = max_code(bits)
-    out = (lo + codes.astype(np.float64) * ((hi - lo) / top)).astype(np.float32)
+    # the spec's order, as the viewer's JavaScript evaluates it: the division last
+    out = (lo + codes.astype(np.float64) * (hi - lo) / top).astype(np.float32)
     out[codes == top + 1] = np.nan
     return out

@@ -335,7 +335,7 @@ def compare_gene(
     lo, hi = gene.bounds
     both = ~(src_missing | marker)
     xs = x[both].astype(np.float64)
-    decoded = lo + values[both].astype(np.float64) * ((hi - lo) / top)
+    decoded = lo + values[both].astype(np.float64) * (hi - lo) / top  # the viewer's order
     if hi > lo:
         err = np.abs(decoded - xs) / ((hi - lo) / top)
     else:  # index-layout constant: decodes to exactly lo
