@@ -4,13 +4,14 @@ import contextlib
 import http.client
 import logging
 import os
+import shlex
 import shutil
 import subprocess
 import sys
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -249,10 +250,8 @@ def dask_client() -> Iterator[Any]:
         yield client
 
 
-# -- the key layout's reference writer, in a venv of its own ------------------------------
+# -- reference writers (oracles), each in a venv of its own -----------------------------
 ROOT = Path(__file__).resolve().parents[1]
-ORACLE_009_REQUIREMENT = "cellucid==0.0.9"
-ORACLE_009_VENV = ROOT / ".venv-oracle-009"
 
 
 def _venv_python(venv: Path) -> Path:
@@ -275,33 +274,66 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _make_oracle_009(venv: Path) -> str | None:
-    """Build ``venv`` with cellucid 0.0.9 unless a finished build is there; None or why not.
+def _build_venv(venv: Path, requirement: str, imports: str, timeout: float) -> str | None:
+    """Build ``venv`` with ``requirement`` unless a finished build is there; None or why not.
 
     A build is finished when its marker file names the requirement, written last: an
     interrupted build, or one for another requirement, is started again from scratch.
     """
     marker = venv / ".dask-cellucid-oracle"
-    if marker.is_file() and marker.read_text() == ORACLE_009_REQUIREMENT:
+    if marker.is_file() and marker.read_text() == requirement:
         return None
     shutil.rmtree(venv, ignore_errors=True)
     steps = [
         [sys.executable, "-m", "venv", str(venv)],
-        [str(_venv_python(venv)), "-m", "pip", "install", "-q", ORACLE_009_REQUIREMENT],
-        [str(_venv_python(venv)), "-c", "import cellucid"],
+        [str(_venv_python(venv)), "-m", "pip", "install", "-q", requirement],
+        [str(_venv_python(venv)), "-c", f"import {imports}"],
     ]
     for cmd in steps:
         try:
             done = subprocess.run(
-                cmd, capture_output=True, text=True, timeout=540, stdin=subprocess.DEVNULL
+                cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
             )
         except (OSError, subprocess.TimeoutExpired) as e:
-            return f"{' '.join(cmd[-3:])}: {e}"
+            return f"{shlex.join(cmd)}: {e}"
         if done.returncode:
-            tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-8:])
-            return f"`{' '.join(cmd[-3:])}` exited {done.returncode}:\n{tail}"
-    marker.write_text(ORACLE_009_REQUIREMENT)
+            lines = (done.stdout + done.stderr).strip().splitlines()
+            tail = "\n".join([x for x in lines if not x.startswith("WARNING:")][-8:])
+            return f"{shlex.join(cmd)} exited {done.returncode}:\n{tail}"
+    marker.write_text(requirement)
     return None
+
+
+def oracle_python(
+    name: str, requirement: str, imports: str = "cellucid", *, timeout: float = 540
+) -> Path:
+    """The python of the venv ``ROOT/name`` holding ``requirement``, built on first use.
+
+    For a reference writer that conflicts with what the suite installs: ``python -m
+    venv``, then ``pip install requirement`` and ``import imports`` as a check, each step
+    within ``timeout`` seconds, once; later calls and later runs reuse it (a file lock
+    makes concurrent runs wait for one build). If it cannot be built (no network, say)
+    the calling test skips, or fails when the environment variable CI is set. Call it
+    from a session-scoped fixture.
+    """
+    venv = ROOT / name
+    try:
+        with _file_lock(ROOT / f"{name}.lock"):
+            why = _build_venv(venv, requirement, imports, timeout)
+    except OSError as e:  # a read-only checkout, say
+        why = str(e)
+    if why is not None:
+        msg = f"cannot build the {requirement} oracle venv {venv}: {why}"
+        if os.environ.get("CI"):
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg)
+    return _venv_python(venv)
+
+
+@pytest.fixture(scope="session")
+def oracle_venv() -> Callable[..., Path]:
+    """:func:`oracle_python`, for test modules (which cannot import conftest)."""
+    return oracle_python
 
 
 @pytest.fixture(scope="session")
@@ -309,16 +341,6 @@ def oracle_009() -> Path:
     """The python of a venv with cellucid 0.0.9, the ``key`` layout's reference writer.
 
     cellucid 0.0.9 conflicts with the cellucid 0.9.2 the suite installs, so it gets
-    ``.venv-oracle-009`` at the repository root, built on first use (``python -m venv``,
-    then ``pip install cellucid==0.0.9``, about half a minute) and reused by later runs.
-    If it cannot be built (no network, say) the tests that need it skip, or fail when
-    the environment variable CI is set.
+    ``.venv-oracle-009`` at the repository root (about a minute to build, the first time).
     """
-    with _file_lock(ROOT / ".venv-oracle-009.lock"):
-        why = _make_oracle_009(ORACLE_009_VENV)
-    if why is not None:
-        msg = f"cannot build the cellucid 0.0.9 oracle venv {ORACLE_009_VENV}: {why}"
-        if os.environ.get("CI"):
-            pytest.fail(msg, pytrace=False)
-        pytest.skip(msg)
-    return _venv_python(ORACLE_009_VENV)
+    return oracle_python(".venv-oracle-009", "cellucid==0.0.9")

@@ -1,10 +1,9 @@
 """Differential test of the default ``key`` layout against cellucid 0.0.9 (tagged v0.9.0).
 
 cellucid 0.0.9 conflicts with the cellucid 0.9.2 the suite uses, so it lives in
-its own virtual environment, ``.venv-oracle-009`` at the repository root, which
-``.ci/run`` creates (``python3 -m venv .venv-oracle-009 &&
-.venv-oracle-009/bin/pip install cellucid==0.0.9``). Without it the test skips,
-except under CI, where a missing oracle is a failure.
+its own virtual environment, ``.venv-oracle-009`` at the repository root, which the
+``oracle_009`` fixture (conftest.py) builds on first use and later runs reuse. When it
+cannot be built (no network) the tests skip, except under CI, where that is a failure.
 
 0.0.9 truncates in float32 (no nudge), so its codes may differ from our
 ``rounding="floor"`` by one at exact boundaries; its gzip headers carry a file
@@ -15,7 +14,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -26,21 +24,11 @@ from dask_cellucid import ExportWarning, prepare
 from dask_cellucid.testing import random_matrix
 
 ROOT = Path(__file__).resolve().parents[1]
-ORACLE = ROOT / ".venv-oracle-009" / "bin" / "python"
-
-
-@pytest.fixture(scope="module")
-def oracle() -> Path:
-    if not ORACLE.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{ORACLE} is missing: .ci/run must create the cellucid 0.0.9 oracle")
-        pytest.skip("no cellucid 0.0.9 oracle venv (.venv-oracle-009)")
-    return ORACLE
 
 
 @pytest.mark.filterwarnings("ignore:1 gene\\(s\\) are zero in every cell")
 @pytest.mark.parametrize(("bits", "level"), [(8, 6), (16, None), (None, 6)])
-def test_key_layout_matches_cellucid_009(tmp_path: Path, oracle: Path, bits, level) -> None:
+def test_key_layout_matches_cellucid_009(tmp_path: Path, oracle_009: Path, bits, level) -> None:
     X = random_matrix(400, 12, density=0.3, seed=11, negative=True)
     X = X.tolil()
     X[:, 3] = 0  # all zero: constant -> [0, 1]
@@ -65,7 +53,7 @@ def test_key_layout_matches_cellucid_009(tmp_path: Path, oracle: Path, bits, lev
     np.savez(src, data=X.data, indices=X.indices, indptr=X.indptr, shape=X.shape, genes=genes)
     subprocess.run(
         [
-            str(oracle),
+            str(oracle_009),
             str(ROOT / "tests" / "oracles" / "cellucid009_export.py"),
             str(src),
             str(tmp_path / "ref"),

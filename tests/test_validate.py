@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import struct
 import subprocess
 import warnings
@@ -167,15 +166,8 @@ def test_cellucid_prepare_output_fails_for_the_right_reason(tmp_path: Path) -> N
     assert "dataset_identity.json: stats.n_genes is 6 but var_manifest.json lists 7" in msgs[1]
 
 
-ORACLE_009 = Path(__file__).resolve().parents[1] / ".venv-oracle-009" / "bin" / "python"
-
-
-def test_cellucid_009_output_passes(tmp_path: Path) -> None:
+def test_cellucid_009_output_passes(tmp_path: Path, oracle_009: Path) -> None:
     """The ``key`` layout's reference writer (cellucid 0.0.9, in its own venv)."""
-    if not ORACLE_009.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{ORACLE_009} is missing: .ci/run must create the cellucid 0.0.9 oracle")
-        pytest.skip("no cellucid 0.0.9 oracle venv (.venv-oracle-009)")
     x = sp.csr_matrix(np.nan_to_num(_matrix()))
     names = ["CD3E", "A/B", "x y", "Gene.1", "_lead", "n5"]
     src = tmp_path / "x.npz"
@@ -183,7 +175,7 @@ def test_cellucid_009_output_passes(tmp_path: Path) -> None:
     script = Path(__file__).resolve().parent / "oracles" / "cellucid009_export.py"
     out = tmp_path / "ref"
     subprocess.run(
-        [str(ORACLE_009), str(script), str(src), str(out), "8", "6"],
+        [str(oracle_009), str(script), str(src), str(out), "8", "6"],
         check=True,
         timeout=600,
         capture_output=True,

@@ -12,13 +12,9 @@ the same ``.zmetadata``, the same files with the same bytes, and the same arrays
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shlex
-import shutil
 import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,70 +24,15 @@ import scipy.sparse as sp
 
 from dask_cellucid.store_api import prepare_store
 
-ROOT = Path(__file__).resolve().parents[3]
-REQUIREMENT = "cellucid==0.9.5"
-VENV = ROOT / ".venv-oracle-095"
 SCRIPT = Path(__file__).with_name("oracle_095_script.py")
 
 
-def _python(venv: Path) -> Path:
-    return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-
-
-@contextlib.contextmanager
-def _lock(path: Path):
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    with path.open("a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _build(venv: Path) -> str | None:
-    """Build ``venv`` with cellucid 0.9.5 unless a finished build is there; None or why not."""
-    marker = venv / ".dask-cellucid-oracle"
-    if marker.is_file() and marker.read_text() == REQUIREMENT:
-        return None
-    shutil.rmtree(venv, ignore_errors=True)
-    steps = [
-        [sys.executable, "-m", "venv", str(venv)],
-        [str(_python(venv)), "-m", "pip", "install", "-q", REQUIREMENT],
-        [str(_python(venv)), "-c", "import cellucid, anndata, zarr"],
-    ]
-    for cmd in steps:
-        try:
-            done = subprocess.run(
-                cmd, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL
-            )
-        except (OSError, subprocess.TimeoutExpired) as e:
-            return f"{shlex.join(cmd)}: {e}"
-        if done.returncode:
-            tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-8:])
-            return f"{shlex.join(cmd)} exited {done.returncode}:\n{tail}"
-    marker.write_text(REQUIREMENT)
-    return None
-
-
 @pytest.fixture(scope="session")
-def oracle_095() -> Path:
+def oracle_095(oracle_venv: Callable[..., Path]) -> Path:
     """The python of a venv with cellucid 0.9.5 (see the module docstring)."""
-    try:
-        with _lock(ROOT / ".venv-oracle-095.lock"):
-            why = _build(VENV)
-    except OSError as e:
-        why = str(e)
-    if why is not None:
-        msg = f"cannot build the cellucid 0.9.5 oracle venv {VENV}: {why}"
-        if os.environ.get("CI"):
-            pytest.fail(msg, pytrace=False)
-        pytest.skip(msg)
-    return _python(VENV)
+    return oracle_venv(
+        ".venv-oracle-095", "cellucid==0.9.5", "cellucid, anndata, zarr", timeout=900
+    )
 
 
 def _pbmc():
