@@ -285,3 +285,22 @@ def test_finite_values_beyond_float32_are_refused_naming_the_genes(
     # float64 within range exports as before
     X[3, 2] = 1e30
     prepare(make(X), list("ABCD"), out_dir=tmp_path / "ok", var_quantization=bits)
+
+
+@pytest.mark.parametrize("out", [None, 123, ""])
+def test_out_dir_that_is_no_path_is_refused_naming_it(tmp_path: Path, out: Any) -> None:
+    with pytest.raises(InvalidOptionError, match=r"out_dir=.* must be a folder path or a URL"):
+        prepare(_matrix(3), ["A", "B", "C"], out_dir=out)
+
+
+@pytest.mark.parametrize("under", [False, True])
+def test_out_dir_that_is_a_file_is_refused_before_writing(tmp_path: Path, under: bool) -> None:
+    from dask_cellucid import StorageError
+
+    a_file = tmp_path / "file"
+    a_file.write_text("keep me")
+    out = a_file / "sub" if under else a_file
+    with pytest.raises(StorageError, match="which is a file" if under else "is a file"):
+        prepare(_matrix(3), ["A", "B", "C"], out_dir=out)
+    assert a_file.read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]

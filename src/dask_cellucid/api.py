@@ -251,6 +251,7 @@ def prepare_folder(
         options=folder,
         source_token=source.data_token(),
     )
+    options.check_path("out_dir", out_dir)
     target = Target.from_url(out_dir, storage_options)
     target.check_access()  # credentials, endpoint, bucket: before anything is written
     embeddings = {

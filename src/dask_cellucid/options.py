@@ -122,3 +122,10 @@ def check_tolerance(tolerance: Any) -> float:
         msg = f"tolerance={tolerance!r} must be a number of steps >= 0 (0.5 for nearest rounding)."
         raise InvalidOptionError(msg)
     return float(tolerance)
+
+
+def check_path(name: str, value: Any) -> None:
+    """An output must be a path or a URL string."""
+    if not isinstance(value, str | os.PathLike) or not os.fspath(value):
+        msg = f"{name}={value!r} must be a folder path or a URL such as 's3://bucket/prefix'."
+        raise InvalidOptionError(msg)

@@ -232,6 +232,7 @@ def prepare_store(
     TargetExistsError
         ``out_path`` exists and ``force`` is not set.
     """
+    options.check_path("out_path", out_path)
     options.check_choice("format", format, ("zarr",))
     if zarr_format not in (None, 2) or isinstance(zarr_format, bool):
         msg = f"zarr_format must be 2 (zarr v3 is not written yet), got {zarr_format!r}."

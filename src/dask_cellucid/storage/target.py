@@ -78,6 +78,12 @@ class Target:
         InvalidOptionError
             ``storage_options`` given with a local path, or not a mapping.
         """
+        if not isinstance(url, str | os.PathLike):
+            msg = (
+                f"expected a path or a URL such as 's3://bucket/prefix', "
+                f"got {url!r} ({type(url).__name__})."
+            )
+            raise InvalidOptionError(msg)
         url = os.fspath(url)
         if storage_options is not None and not isinstance(storage_options, Mapping):
             msg = (
@@ -137,6 +143,25 @@ class Target:
         return posixpath.join(self.root, rel) if rel else self.root
 
     # -- before anything else: can the storage be used at all? ----------------------
+    def _check_local_folder(self) -> None:
+        """A local output must be a folder, or a path a folder can be made at."""
+        path = os.path.abspath(self.url.removeprefix("file://"))
+        probe = path
+        while not os.path.exists(probe):
+            parent = os.path.dirname(probe)
+            if parent == probe:
+                return
+            probe = parent
+        if os.path.isdir(probe):
+            return
+        where = (
+            "is a file, not a folder"
+            if probe == path
+            else f"lies under {probe}, which is a file, not a folder"
+        )
+        msg = f"the output {path} {where}. Choose a folder path (a new one, or an export)."
+        raise StorageAccessError(msg)
+
     def check_access(self, *, write: bool = True, option: str = "storage_options") -> None:
         """Probe the storage with one quick request; raise a short error naming the fix.
 
@@ -157,6 +182,8 @@ class Target:
         which says more about it.
         """
         if get_protocol(self.url) in ("file", "local"):
+            if write:
+                self._check_local_folder()
             return
         try:
             fs, root = self._probe_fs()
