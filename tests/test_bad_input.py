@@ -7,6 +7,7 @@ was before the call (absent, or an intact earlier export).
 from __future__ import annotations
 
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -304,3 +305,21 @@ def test_out_dir_that_is_a_file_is_refused_before_writing(tmp_path: Path, under:
         prepare(_matrix(3), ["A", "B", "C"], out_dir=out)
     assert a_file.read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_read_only_out_dir_is_refused_before_writing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dask_cellucid import StorageError
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    if os.access(ro, os.W_OK):  # root may write anywhere: ask as an ordinary user would
+        real = os.access
+        monkeypatch.setattr(
+            os, "access", lambda p, mode, **kw: False if Path(p) == ro else real(p, mode, **kw)
+        )
+    with pytest.raises(StorageError, match="read-only"):
+        prepare(_matrix(3), ["A", "B", "C"], out_dir=ro / "out")
+    assert not any(ro.iterdir())

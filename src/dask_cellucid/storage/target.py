@@ -153,6 +153,12 @@ class Target:
                 return
             probe = parent
         if os.path.isdir(probe):
+            if not os.access(probe, os.W_OK | os.X_OK):
+                msg = (
+                    f"the output {path} cannot be written: {probe} is read-only for this "
+                    "user. Choose a folder you may write to, or change its permissions."
+                )
+                raise StorageAccessError(msg)
             return
         where = (
             "is a file, not a folder"
