@@ -486,11 +486,7 @@ def verify(
     if genes_per_block is not None:
         options.check_positive_int("genes_per_block", genes_per_block)
     budget = options.resolve_memory(max_memory)
-    target = (
-        path_or_url
-        if isinstance(path_or_url, Target)
-        else Target.from_url(path_or_url, storage_options)
-    )
+    target = Target.of(path_or_url, storage_options)
     if detect(target) == "store":
         target.check_access(write=False)
         return verify_store(
@@ -663,11 +659,7 @@ def validate(
     >>> report.ok, len(report.problems)  # doctest: +SKIP
     (True, 0)
     """
-    target = (
-        path_or_url
-        if isinstance(path_or_url, Target)
-        else Target.from_url(path_or_url, storage_options)
-    )
+    target = Target.of(path_or_url, storage_options)
     if detect(target) == "store":
         return validate_store(target)
     return folder_validate.validate(path_or_url, storage_options, max_workers=max_workers)

@@ -32,11 +32,7 @@ def detect(
     including a path that does not exist, is an export folder: what the
     folder functions did before stores existed.
     """
-    target = (
-        path_or_url
-        if isinstance(path_or_url, Target)
-        else Target.from_url(path_or_url, storage_options)
-    )
+    target = Target.of(path_or_url, storage_options)
     if target.exists(CONSOLIDATED):
         return "store"
     name = target.display_url.rstrip("/").rsplit("/", 1)[-1].lower()

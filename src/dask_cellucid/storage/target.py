@@ -68,6 +68,15 @@ class Target:
     storage_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
+    def of(
+        cls,
+        where: Target | str | os.PathLike[str],
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> Target:
+        """``where`` itself when it is a :class:`Target`, else :meth:`from_url`."""
+        return where if isinstance(where, Target) else cls.from_url(where, storage_options)
+
+    @classmethod
     def from_url(
         cls, url: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None
     ) -> Target:

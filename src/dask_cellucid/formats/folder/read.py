@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 def _target(
     path: str | os.PathLike[str] | Target, storage_options: Mapping[str, Any] | None
 ) -> Target:
-    return path if isinstance(path, Target) else Target.from_url(path, storage_options)
+    return Target.of(path, storage_options)
 
 
 def read_manifest(

@@ -816,11 +816,7 @@ def validate(
     >>> report.ok, len(report.problems)  # doctest: +SKIP
     (True, 0)
     """
-    target = (
-        path_or_url
-        if isinstance(path_or_url, Target)
-        else Target.from_url(path_or_url, storage_options)
-    )
+    target = Target.of(path_or_url, storage_options)
     report = ValidationReport(url=target.url)
     raw = target.read(MANIFEST_NAME)
     ident_raw = target.read(IDENTITY_NAME)

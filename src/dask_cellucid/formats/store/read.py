@@ -29,11 +29,7 @@ class StoreReader:
         path_or_url: str | os.PathLike[str] | Target,
         storage_options: Mapping[str, Any] | None = None,
     ) -> None:
-        self.target = (
-            path_or_url
-            if isinstance(path_or_url, Target)
-            else Target.from_url(path_or_url, storage_options)
-        )
+        self.target = Target.of(path_or_url, storage_options)
         raw = self.target.read(CONSOLIDATED)
         if raw is None:
             msg = f"{self.target.display_url} has no {CONSOLIDATED}: not a finished store."

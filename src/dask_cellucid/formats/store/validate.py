@@ -39,11 +39,7 @@ def validate(
     chunk: int = SLICED_CHUNK,
 ) -> list[str]:
     """Every way the store at ``path_or_url`` departs from the contract."""
-    target = (
-        path_or_url
-        if isinstance(path_or_url, Target)
-        else Target.from_url(path_or_url, storage_options)
-    )
+    target = Target.of(path_or_url, storage_options)
     raw = target.read(CONSOLIDATED)
     if raw is None:
         return [f"no {CONSOLIDATED}: the browser cannot open the store"]
@@ -165,11 +161,7 @@ def validate_store(
     chunk: int = SLICED_CHUNK,
 ) -> StoreValidationReport:
     """:func:`validate` as a report, with the shape of ``X`` when it can be read."""
-    target = (
-        path_or_url
-        if isinstance(path_or_url, Target)
-        else Target.from_url(path_or_url, storage_options)
-    )
+    target = Target.of(path_or_url, storage_options)
     report = StoreValidationReport(url=target.url)
     try:
         report.problems = validate(target, chunk=chunk)
