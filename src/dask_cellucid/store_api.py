@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import _scheduler, genes, options
+from . import _scheduler, codecs, genes, options
 from . import plan as planning
 from .adapters import as_source
 from .engine import Export, run_blocks
@@ -164,6 +164,7 @@ def prepare_store(
     verify: bool = False,
     chunk_values: int = SLICED_CHUNK,
     input_storage_options: Mapping[str, Any] | None = None,
+    codec: str = "auto",
 ) -> StoreResult:
     """Write a Cellucid-ready AnnData zarr store, in parallel and out of core.
 
@@ -218,6 +219,11 @@ def prepare_store(
     verify
         Read every gene back as the browser does and compare it with the
         input (a second read of the input).
+    codec
+        The chunks' zlib encoder: ``"auto"`` (libdeflate when installed, else
+        zlib), ``"libdeflate"`` (about 3x faster than zlib; other, equally
+        standard zlib streams) or ``"zlib"`` (the chunk bytes cellucid 0.9.5
+        writes, byte for byte).
     chunk_values
         Values per chunk of ``X/data`` and ``X/indices``: 65,536, the
         contract's; smaller only for tests.
@@ -240,6 +246,14 @@ def prepare_store(
     for flag, value in (("force", force), ("verify", verify)):
         options.check_flag(flag, value)
     options.check_positive_int("chunk_values", chunk_values)
+    options.check_choice("codec", codec, ("auto", "libdeflate", "zlib"))
+    chunk_codec = codec
+    if codec != "zlib":
+        have = codecs.available_codecs()
+        if "libdeflate" not in have and codec == "libdeflate":
+            msg = "codec='libdeflate' needs the 'deflate' package: pip install deflate."
+            raise InvalidOptionError(msg)
+        chunk_codec = "libdeflate" if "libdeflate" in have else "zlib"
     name = os.fspath(out_path).rstrip("/").rsplit("/", 1)[-1]
     if not name.lower().endswith(".zarr") or name.lower() == ".zarr":
         msg = (
@@ -418,7 +432,9 @@ def prepare_store(
                 columns[g] for s in segs for g in range(s.first_gene, s.stop_gene)
             ),
             block_sizes=tuple(s.n_genes for s in segs),
-            options=StoreOptions(sparse=sparse, dtype=dtype, n_genes=n_genes, nnz=nnz, chunk=chunk),
+            options=StoreOptions(
+                sparse=sparse, dtype=dtype, n_genes=n_genes, nnz=nnz, chunk=chunk, codec=chunk_codec
+            ),
             source_token=token,
         )
         writer = StoreWriter(plan, target, final, segs, elements, layout, force=force)

@@ -66,18 +66,22 @@ def _synthetic(nnz_target: int, *, big_counts: bool = False):
     return m, obs, var, emb
 
 
+def _zlib_store(*args, **kwargs):
+    # zlib's own encoder: the chunk bytes cellucid 0.9.5 writes (the default, libdeflate,
+    # writes other zlib streams of the same values)
+    return prepare_store(*args, codec="zlib", **kwargs)
+
+
 @pytest.fixture(scope="module")
 def oracle_reports(oracle_095, tmp_path_factory):
     base = tmp_path_factory.mktemp("oracle095")
     cases = {}
     pbmc = _pbmc()
-    prepare_store(
-        base / "pbmc_dense.zarr", data=pbmc, dataset_id="pbmc68k", dataset_name="PBMC 68k"
-    )
+    _zlib_store(base / "pbmc_dense.zarr", data=pbmc, dataset_id="pbmc68k", dataset_name="PBMC 68k")
     cases["pbmc_dense"] = base / "pbmc_dense.zarr"
     sparse = pbmc.copy()
     sparse.X = sp.csr_matrix(np.where(sparse.X > 0.5, sparse.X, 0))
-    prepare_store(
+    _zlib_store(
         base / "pbmc_sparse.zarr",
         data=sparse,
         dataset_id="pbmc68k.sparse",
@@ -93,7 +97,7 @@ def oracle_reports(oracle_095, tmp_path_factory):
     ):
         m, obs, var, emb = _synthetic(target, big_counts=big)
         out = base / f"{name}.zarr"
-        prepare_store(
+        _zlib_store(
             out,
             gene_expression=m,
             obs=obs,
@@ -108,7 +112,7 @@ def oracle_reports(oracle_095, tmp_path_factory):
     tall[::7, 0] = 1.5
     tall[-3:, 2] = 2.0  # gene 1 all zero: its chunks are not written
     out = base / "dense_tall.zarr"
-    prepare_store(
+    _zlib_store(
         out,
         gene_expression=tall,
         embeddings={"X_umap": np.zeros((tall.shape[0], 2), np.float32)},

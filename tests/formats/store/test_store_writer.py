@@ -248,3 +248,33 @@ def test_connectivities_and_verify(tmp_path):
     np.testing.assert_array_equal(
         a.obsp["connectivities"].toarray(), g.astype(np.float32).toarray()
     )
+
+
+def test_libdeflate_chunks_hold_the_same_values_as_zlib_chunks(tmp_path):
+    import zlib
+
+    rng = np.random.default_rng(3)
+    m = sp.random(3_000, 40, density=0.1, format="csr", dtype=np.float32, random_state=rng)
+    kw = {
+        "gene_expression": m,
+        "var": pd.DataFrame(index=[f"g{j}" for j in range(40)]),
+        "embeddings": {"X_umap": rng.random((3_000, 2), dtype=np.float32)},
+        "dataset_id": "d",
+        "dataset_name": "D",
+        "chunk_values": 4_096,
+    }
+    prepare_store(tmp_path / "z.zarr", codec="zlib", **kw)
+    prepare_store(tmp_path / "l.zarr", codec="libdeflate", **kw)
+    z, fast = tmp_path / "z.zarr", tmp_path / "l.zarr"
+    assert (z / ".zmetadata").read_bytes() == (fast / ".zmetadata").read_bytes()
+    chunks = sorted(p.name for p in (z / "X" / "data").iterdir() if not p.name.startswith("."))
+    assert chunks == sorted(
+        p.name for p in (fast / "X" / "data").iterdir() if not p.name.startswith(".")
+    )
+    differ = 0
+    for name in chunks:
+        a, b = (z / "X" / "data" / name).read_bytes(), (fast / "X" / "data" / name).read_bytes()
+        assert zlib.decompress(a) == zlib.decompress(b)  # plain zlib streams, same contents
+        differ += a != b
+    assert differ  # the other encoder was used
+    np.testing.assert_array_equal(ad.read_zarr(fast).X.toarray(), ad.read_zarr(z).X.toarray())

@@ -128,12 +128,29 @@ def stored_csc(block: Any, dtype: str) -> sp.csc_matrix:
     return m
 
 
+def _zlib(raw: bytes) -> bytes:
+    return zlib.compress(raw, DEFLATE_LEVEL)
+
+
+def _libdeflate(raw: bytes) -> bytes:
+    import deflate
+
+    return bytes(deflate.zlib_compress(raw, DEFLATE_LEVEL))
+
+
+#: Encoders of the chunks' zlib streams: ``zlib`` writes the bytes cellucid 0.9.5
+#: (numcodecs) writes; ``libdeflate`` writes other, equally standard zlib streams,
+#: about 3x faster and a little smaller.
+CHUNK_CODECS = {"zlib": _zlib, "libdeflate": _libdeflate}
+
+
 def encode_chunk(
-    values: np.ndarray, chunk_shape: tuple[int, ...], *, shuffle: bool
+    values: np.ndarray, chunk_shape: tuple[int, ...], *, shuffle: bool, codec: str = "zlib"
 ) -> bytes | None:
     """One zarr v2 chunk: padded to ``chunk_shape``, maybe shuffled, zlib level 6.
 
     ``None`` when every value is the fill value 0 (zarr-python writes no such chunk).
+    ``codec`` picks the zlib-stream encoder (:data:`CHUNK_CODECS`).
     """
     if values.shape != chunk_shape:
         padded = np.zeros(chunk_shape, dtype=values.dtype)
@@ -144,7 +161,7 @@ def encode_chunk(
     raw = np.ascontiguousarray(values).view(np.uint8).reshape(-1)
     if shuffle and values.dtype.itemsize > 1:
         raw = np.ascontiguousarray(raw.reshape(-1, values.dtype.itemsize).T).reshape(-1)
-    return zlib.compress(raw.tobytes(), DEFLATE_LEVEL)
+    return CHUNK_CODECS[codec](raw.tobytes())
 
 
 def decode_chunk(
@@ -166,6 +183,7 @@ def sparse_chunks(
     chunk: int,
     nnz: int,
     indices_dtype: str,
+    codec: str = "zlib",
 ) -> list[tuple[int, bytes | None, bytes | None]]:
     """``(chunk index, data bytes, indices bytes)`` of chunks ``[first_chunk, stop_chunk)``.
 
@@ -183,15 +201,15 @@ def sparse_chunks(
         out.append(
             (
                 c,
-                encode_chunk(data, (chunk,), shuffle=False),
-                encode_chunk(indices, (chunk,), shuffle=True),
+                encode_chunk(data, (chunk,), shuffle=False, codec=codec),
+                encode_chunk(indices, (chunk,), shuffle=True, codec=codec),
             )
         )
     return out
 
 
 def dense_chunks(
-    block: np.ndarray, first_strip: int, chunk_shape: tuple[int, int]
+    block: np.ndarray, first_strip: int, chunk_shape: tuple[int, int], codec: str = "zlib"
 ) -> list[tuple[str, bytes | None]]:
     """``(chunk key, bytes)`` of every chunk of the strips ``block`` holds (no shuffle)."""
     rows, cols = chunk_shape
@@ -201,5 +219,6 @@ def dense_chunks(
         strip = block[:, s * cols : (s + 1) * cols]
         for r in range(-(-block.shape[0] // rows)):
             piece = strip[r * rows : (r + 1) * rows]
-            out.append((f"{r}.{first_strip + s}", encode_chunk(piece, chunk_shape, shuffle=False)))
+            key = f"{r}.{first_strip + s}"
+            out.append((key, encode_chunk(piece, chunk_shape, shuffle=False, codec=codec)))
     return out

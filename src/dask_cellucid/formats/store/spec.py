@@ -61,6 +61,7 @@ class StoreOptions:
     nnz: int = 0
     chunk: int = SLICED_CHUNK
     zarr_format: int = 2
+    codec: str = "zlib"
 
     def fingerprint_fields(self) -> dict[str, Any]:
         return {
@@ -71,4 +72,5 @@ class StoreOptions:
             "nnz": self.nnz,
             "chunk": self.chunk,
             "zarr_format": self.zarr_format,
+            "codec": self.codec,
         }

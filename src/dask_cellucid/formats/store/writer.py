@@ -48,6 +48,7 @@ class SparseJob:
     nnz: int
     dtype: str
     indices_dtype: str
+    codec: str = "zlib"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,7 @@ class DenseJob:
     first_strip: int
     chunks: tuple[int, int]
     dtype: str
+    codec: str = "zlib"
 
 
 def write_segment(
@@ -66,7 +68,7 @@ def write_segment(
     if isinstance(job, DenseJob):
         arr = block.toarray() if hasattr(block, "toarray") else np.asarray(block)
         arr = arr.astype(job.dtype, copy=False)
-        pieces = kernels.dense_chunks(arr, job.first_strip, job.chunks)
+        pieces = kernels.dense_chunks(arr, job.first_strip, job.chunks, job.codec)
         named = [(f"X/{key}", payload) for key, payload in pieces if payload is not None]
         record = ("dense", job.first_strip, job.first_strip + -(-arr.shape[1] // job.chunks[1]))
     else:
@@ -86,6 +88,7 @@ def write_segment(
             job.chunk,
             job.nnz,
             job.indices_dtype,
+            job.codec,
         )
         named = []
         for c, data, indices in pieces:
@@ -179,9 +182,12 @@ class StoreWriter:
                     opts.nnz,
                     opts.dtype,
                     "int64" if self.plan.n_cells > 2**31 - 1 else "int32",
+                    opts.codec,
                 )
             else:
-                job = DenseJob(seg.first_chunk, strip_chunks(*self.layout.shape), opts.dtype)
+                job = DenseJob(
+                    seg.first_chunk, strip_chunks(*self.layout.shape), opts.dtype, opts.codec
+                )
             out.append((i, job))
         return out
 
