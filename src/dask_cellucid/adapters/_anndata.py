@@ -34,6 +34,8 @@ from ._memory import memory_source
 from ._orientation import SAMPLE, check_names
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from ._base import Source
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,18 @@ def _strategy() -> str:
     return value
 
 
+def _input_url(path: Any, storage_options: Mapping[str, Any] | None) -> tuple[str, Any]:
+    """An input's URL (a local path made absolute) and its format, its storage probed."""
+    from dask_cellucid.storage.target import resolve_url
+
+    url = resolve_url(
+        path, storage_options, option="input_storage_options", example="s3://bucket/data.h5ad"
+    )
+    fmt = detect_format(url)
+    check_input_access(url, storage_options)
+    return url, fmt
+
+
 def from_path(
     path: str | os.PathLike[str],
     *,
@@ -65,17 +79,7 @@ def from_path(
     storage_options: dict[str, Any] | None = None,
 ) -> FileSource:
     """A lazily read matrix of an .h5ad file or .zarr store (local path or fsspec URL)."""
-    url = os.fspath(path)
-    if storage_options and "://" not in url:
-        msg = (
-            f"input_storage_options were given for the local path {url!r}; drop them, or give "
-            "a URL such as 's3://bucket/data.h5ad'."
-        )
-        raise InvalidOptionError(msg)
-    if "://" not in url:
-        url = os.path.abspath(os.path.expanduser(url))
-    fmt = detect_format(url)
-    check_input_access(url, storage_options)
+    url, fmt = _input_url(path, storage_options)
     info = inspect_file(url, fmt, layer=layer, use_raw=use_raw, storage_options=storage_options)
     check_dtype(info.dtype, f"{info.ref.elem} in {url!r}")
     budget = options.resolve_memory(max_memory)
@@ -169,11 +173,7 @@ def read_obsm(
     """An embedding ``obsm[key]`` of an .h5ad/.zarr file (small; read eagerly), or None."""
     from anndata.io import read_elem
 
-    url = os.fspath(path)
-    if "://" not in url:
-        url = os.path.abspath(os.path.expanduser(url))
-    fmt = detect_format(url)
-    check_input_access(url, storage_options)
+    url, fmt = _input_url(path, storage_options)
     with open_root(url, fmt, storage_options) as root:
         if not has(root, f"obsm/{key}"):
             log.info("%s has no obsm[%r]; writing genes only", url, key)
@@ -200,11 +200,7 @@ def read_annotations(path: str, storage_options: dict[str, Any] | None = None) -
     """
     from anndata.io import read_elem
 
-    url = os.fspath(path)
-    if "://" not in url:
-        url = os.path.abspath(os.path.expanduser(url))
-    fmt = detect_format(url)
-    check_input_access(url, storage_options)
+    url, fmt = _input_url(path, storage_options)
     out: dict[str, Any] = {}
     with open_root(url, fmt, storage_options) as root:
         for key in ("obs", "var"):

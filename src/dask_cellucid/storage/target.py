@@ -54,6 +54,29 @@ _USERINFO = re.compile(r"(://)[^/@]*@")
 _STAMP_KEYS = ("mtime", "LastModified", "ETag", "etag", "updated", "last_modified", "created")
 
 
+def resolve_url(
+    url: str | os.PathLike[str],
+    storage_options: Mapping[str, Any] | None,
+    *,
+    option: str = "storage_options",
+    example: str = "s3://bucket/prefix",
+) -> str:
+    """``url`` as a string, a local path made absolute; options with a local path refused.
+
+    ``option`` and ``example`` name the argument and a URL in the message.
+    """
+    url = os.fspath(url)
+    if "://" in url:
+        return url
+    if storage_options:
+        msg = (
+            f"{option} were given for the local path {url!r}; drop them, or give a URL "
+            f"such as {example!r}."
+        )
+        raise InvalidOptionError(msg)
+    return os.path.abspath(os.path.expanduser(url))
+
+
 @dataclass(frozen=True)
 class Target:
     """An export root: a local path or any fsspec URL, plus its storage options.
@@ -93,21 +116,13 @@ class Target:
                 f"got {url!r} ({type(url).__name__})."
             )
             raise InvalidOptionError(msg)
-        url = os.fspath(url)
         if storage_options is not None and not isinstance(storage_options, Mapping):
             msg = (
                 f"storage_options must be a dict of fsspec options, got "
                 f"{type(storage_options).__name__}."
             )
             raise InvalidOptionError(msg)
-        if storage_options and "://" not in url:
-            msg = (
-                f"storage_options were given for the local path {url!r}; drop them, or give a "
-                "URL such as 's3://bucket/prefix'."
-            )
-            raise InvalidOptionError(msg)
-        if "://" not in url:
-            url = os.path.abspath(os.path.expanduser(url))
+        url = resolve_url(url, storage_options)
         options = dict(storage_options or {})
         if get_protocol(url) in _S3:
             config = dict(options.get("config_kwargs") or {})
