@@ -27,14 +27,14 @@ from .errors import InputShapeError, InputValueError, InvalidOptionError, Verifi
 from .formats.store import elements as el
 from .formats.store import kernels, segments
 from .formats.store.read import StoreReader
-from .formats.store.spec import SLICED_CHUNK, StoreOptions, strip_chunks
+from .formats.store.spec import SLICED_CHUNK, ZIP_SUFFIX, StoreOptions, strip_chunks
 from .formats.store.verify import StoreVerifyReport
 from .formats.store.writer import (
     StoreResult,
     StoreWriter,
     check_destination,
     count_block,
-    staging_path,
+    staging_target,
 )
 from .genes import make_unique
 from .storage import Target
@@ -74,14 +74,7 @@ def _components(data: Any) -> dict[str, Any]:
         out["connectivities"] = data.obsp["connectivities"]
     record = data.uns.get("cellucid") if hasattr(data.uns, "get") else None
     if isinstance(record, Mapping):
-        for key, name in (("id", "dataset_id"), ("name", "dataset_name")):
-            if record.get(key) is not None:
-                out[name] = str(record[key])
-        extra = {}
-        for key in ("description", "citation", "source"):
-            if record.get(key) is not None:
-                extra[key] = _plain(record[key])
-        out["uns_extra"] = extra
+        out.update(el.identity_arguments(_plain(record)))
     return out
 
 
@@ -89,6 +82,8 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray) and value.ndim == 0:
         return value.item()
     return value
 
@@ -115,6 +110,33 @@ def _gene_names(
     unique = make_unique(names)
     shown = unique if column is None else make_unique([str(v) for v in var[column]])
     return unique, shown
+
+
+#: The suffix ``out_path`` ends in for each ``format``, and what that writes.
+_SUFFIXES = {"zarr": (".zarr", "a .zarr folder"), "zarr.zip": (ZIP_SUFFIX, "a .zarr.zip file")}
+
+
+def _check_suffix(out_path: str | os.PathLike[str], format: str) -> None:
+    """``out_path`` ends in the suffix of ``format`` (and is more than the suffix)."""
+    suffix, what = _SUFFIXES[format]
+    name = os.fspath(out_path).rstrip("/").rsplit("/", 1)[-1]
+    lowered = name.lower()
+    present = next((s for s in (ZIP_SUFFIX, ".zarr") if lowered.endswith(s)), None)
+    if present == suffix and lowered != suffix:
+        return
+    stem = name if present is None else name[: len(name) - len(present)]
+    if present is None:
+        problem = f"does not end in {suffix}"
+    elif present == suffix:
+        problem = "is only the suffix"
+    else:
+        other = next(f for f, (s, _) in _SUFFIXES.items() if s == present)
+        problem = f'ends in {present}, which format="{other}" writes'
+    msg = (
+        f'format="{format}" writes {what}, and out_path {os.fspath(out_path)!r} {problem}: '
+        f"name it e.g. {stem or 'data'}{suffix}."
+    )
+    raise InvalidOptionError(msg)
 
 
 def _connectivities(graph: Any, n_cells: int) -> Any:
@@ -154,6 +176,11 @@ def prepare_store(
     gene_identifiers: Sequence[str] | None = None,
     var_gene_id_column: str | None = None,
     connectivities: Any = None,
+    dataset_description: str | None = None,
+    citation_text: str | None = None,
+    citation_url: str | None = None,
+    source_name: str | None = None,
+    source_url: str | None = None,
     zarr_format: int | None = None,
     force: bool = False,
     scheduler: Any = None,
@@ -168,8 +195,8 @@ def prepare_store(
 ) -> StoreResult:
     """Write a Cellucid-ready AnnData zarr store, in parallel and out of core.
 
-    The same store as ``cellucid.prepare(out_path, format="zarr", ...)``
-    (cellucid 0.9.5), whose argument names mean the same here: ``X`` as
+    The same store as ``cellucid.prepare(out_path, format="zarr" | "zarr.zip",
+    ...)`` (cellucid 0.9.5), whose argument names mean the same here: ``X`` as
     canonical CSC (sparse input) or column strips (dense), float32 (float64
     for integer counts above 2^24), chunked and deflated for the browser;
     ``obs``, ``var``, ``obsm``, ``obsp['connectivities']``, ``uns['title']``
@@ -178,20 +205,30 @@ def prepare_store(
     Parameters
     ----------
     out_path
-        A ``.zarr`` path or fsspec URL. On a local disk the store is written
-        beside it under a staging name and renamed into place when complete.
+        A path or fsspec URL ending in the suffix of ``format``: ``.zarr`` or
+        ``.zarr.zip``. On a local disk the store is written beside it under a
+        staging name and renamed into place when complete.
     format
-        ``"zarr"`` (``"zarr.zip"`` and ``"h5ad"`` are not written yet).
+        ``"zarr"``: a ``.zarr`` folder of small files; ``"zarr.zip"``: the
+        same store in one ``.zarr.zip`` file (entries stored, chunks first,
+        metadata last, fixed timestamps), for hosts that serve one file well.
+        A ``.zarr.zip`` is packed from a staging folder at the end: beside
+        ``out_path`` on a local disk; beside it under a staging prefix on
+        object storage, then packed in a local temporary file and uploaded
+        as one object. (``"h5ad"`` is not written.)
     data
         An AnnData (in memory or backed; ``X`` read out of core) supplying
         every component not given explicitly: obs, X with var, its numeric
         ``obsm`` arrays, ``obsp['connectivities']`` and the identity in
-        ``uns['cellucid']``.
+        ``uns['cellucid']`` (``id``, ``name``, ``description``, ``citation``,
+        ``source``).
     embeddings
         ``{obsm key: (n_cells, k) array}``, at least one; stored as given, float32.
     dataset_id, dataset_name
         The dataset's id (``^[A-Za-z0-9][A-Za-z0-9._-]{0,179}$``, not ending in
-        ``.``) and display name (also ``uns['title']``).
+        ``.``, no Windows reserved name) and display name (also ``uns['title']``;
+        shown verbatim, so without control or zero-width characters and
+        without whitespace at either end).
     obs, var
         Cell and gene metadata; every column is stored.
     gene_expression
@@ -205,8 +242,21 @@ def prepare_store(
     connectivities
         ``(n_cells, n_cells)`` symmetric neighbour graph, stored as
         ``obsp['connectivities']`` (CSR float32).
+    dataset_description
+        One paragraph about the dataset (``uns['cellucid']['description']``;
+        may be empty).
+    citation_text, citation_url
+        How to cite the dataset (``uns['cellucid']['citation']``: ``text``,
+        ``url``); the address needs the text and is an absolute http(s) URL.
+    source_name, source_url
+        Where the data comes from (``uns['cellucid']['source']``: ``name``,
+        ``url``); the address needs the name and is an absolute http(s) URL.
     zarr_format
-        2 (the default; 3 is not written yet).
+        2 (the default, when None) or 3. Zarr v3 stores the same arrays with
+        one ``zarr.json`` per node (the root's holding the consolidated
+        metadata), the ``gzip`` codec at level 6 where v2 has zlib, and
+        ``blosc`` (zlib 6, byte shuffle) where v2 shuffles; unsharded, chunk
+        keys ``c/0``.
     force
         Replace an existing store at ``out_path`` (never anything else).
     scheduler, num_workers, progress
@@ -220,10 +270,11 @@ def prepare_store(
         Read every gene back as the browser does and compare it with the
         input (a second read of the input).
     codec
-        The chunks' zlib encoder: ``"auto"`` (libdeflate when installed, else
-        zlib), ``"libdeflate"`` (about 3x faster than zlib; other, equally
-        standard zlib streams) or ``"zlib"`` (the chunk bytes cellucid 0.9.5
-        writes, byte for byte).
+        The chunks' deflate encoder (zlib streams in zarr v2, gzip members in
+        v3): ``"auto"`` (libdeflate when installed, else zlib),
+        ``"libdeflate"`` (about 3x faster than zlib; other, equally standard
+        streams) or ``"zlib"`` (the chunk bytes cellucid 0.9.5 writes, byte for
+        byte). Blosc chunks (v3 ``X/indices``) are numcodecs' either way.
     chunk_values
         Values per chunk of ``X/data`` and ``X/indices``: 65,536, the
         contract's; smaller only for tests.
@@ -233,16 +284,19 @@ def prepare_store(
     Raises
     ------
     InvalidOptionError, InputShapeError, InputValueError
-        Bad arguments or data (NaN or Inf in ``X``, naming the genes), before
-        anything is written.
+        Bad arguments or data (NaN or Inf in ``X``, naming the genes; an
+        ``out_path`` not ending in the suffix of ``format``), before anything
+        is written.
     TargetExistsError
         ``out_path`` exists and ``force`` is not set.
     """
     options.check_path("out_path", out_path)
-    options.check_choice("format", format, ("zarr",))
-    if zarr_format not in (None, 2) or isinstance(zarr_format, bool):
-        msg = f"zarr_format must be 2 (zarr v3 is not written yet), got {zarr_format!r}."
+    options.check_choice("format", format, ("zarr", "zarr.zip"))
+    if zarr_format is not None and (type(zarr_format) is not int or zarr_format not in (2, 3)):
+        msg = f"zarr_format must be 2 or 3, got {zarr_format!r}."
         raise InvalidOptionError(msg)
+    zarr_format = 2 if zarr_format is None else zarr_format
+    zipped = format == "zarr.zip"
     for flag, value in (("force", force), ("verify", verify)):
         options.check_flag(flag, value)
     options.check_positive_int("chunk_values", chunk_values)
@@ -254,13 +308,7 @@ def prepare_store(
             msg = "codec='libdeflate' needs the 'deflate' package: pip install deflate."
             raise InvalidOptionError(msg)
         chunk_codec = "libdeflate" if "libdeflate" in have else "zlib"
-    name = os.fspath(out_path).rstrip("/").rsplit("/", 1)[-1]
-    if not name.lower().endswith(".zarr") or name.lower() == ".zarr":
-        msg = (
-            f'format="zarr" writes a .zarr folder, and out_path {os.fspath(out_path)!r} '
-            "does not end in .zarr."
-        )
-        raise InvalidOptionError(msg)
+    _check_suffix(out_path, format)
     _scheduler.check(scheduler, num_workers)
     budget = options.resolve_memory(max_memory)
 
@@ -268,6 +316,11 @@ def prepare_store(
         "embeddings": embeddings,
         "dataset_id": dataset_id,
         "dataset_name": dataset_name,
+        "dataset_description": dataset_description,
+        "citation_text": citation_text,
+        "citation_url": citation_url,
+        "source_name": source_name,
+        "source_url": source_url,
         "obs": obs,
         "var": var,
         "gene_expression": gene_expression,
@@ -297,7 +350,11 @@ def prepare_store(
     if any(v.shape[0] != n_cells for v in obsm.values()):
         msg_0 = "All embeddings must have one row per cell."
         raise InputShapeError(msg_0)
-    uns = el.cellucid_uns(args["dataset_id"], args["dataset_name"], args.get("uns_extra"))
+    uns = el.cellucid_uns(
+        args["dataset_id"],
+        args["dataset_name"],
+        **{k: args.get(k) for k in el.IDENTITY_ARGUMENTS},
+    )
     obs_index, obs_columns = el.obs_elements(args.get("obs"), n_cells)
 
     source = as_source(
@@ -348,8 +405,8 @@ def prepare_store(
 
     final = Target.from_url(out_path, storage_options)
     final.check_access()
-    check_destination(final, force=force)
-    target = Target.from_url(staging_path(final.root)) if final.is_local else final
+    check_destination(final, force=force, zipped=zipped)
+    target = staging_target(final, zipped=zipped)
     sparse = source.is_sparse
     token = source.data_token()
     n_genes = len(columns)
@@ -433,7 +490,14 @@ def prepare_store(
             ),
             block_sizes=tuple(s.n_genes for s in segs),
             options=StoreOptions(
-                sparse=sparse, dtype=dtype, n_genes=n_genes, nnz=nnz, chunk=chunk, codec=chunk_codec
+                sparse=sparse,
+                dtype=dtype,
+                n_genes=n_genes,
+                nnz=nnz,
+                chunk=chunk,
+                codec=chunk_codec,
+                zarr_format=zarr_format,
+                zipped=zipped,
             ),
             source_token=token,
         )

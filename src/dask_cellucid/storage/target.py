@@ -142,6 +142,8 @@ class Target:
     def _fs_root(self) -> tuple[Any, str]:
         # fsspec returns the process's cached instance for the same arguments
         # (and a fresh one after a fork), so this is cheap after the first call.
+        if get_protocol(self.url) == "zip":
+            return _archive_fs(self.url, self.storage_options)
         fs, root = fsspec.url_to_fs(self.url, **self.storage_options)
         return fs, root.rstrip("/")
 
@@ -456,6 +458,14 @@ class Target:
         flush_now(opened)
         then()
 
+    def upload(self, local_path: str, rel: str = "") -> None:
+        """Copy the local file ``local_path`` to ``rel`` (the target itself by default):
+        one object written whole on object storage."""
+        fs, root = self._fs_root()
+        path = posixpath.join(root, rel) if rel else root
+        fs.put_file(local_path, path, **_put_options(fs, path))
+        fs.invalidate_cache(path)
+
     def remove(self, rel: str) -> None:
         """Delete a file if it exists."""
         fs = self.fs
@@ -472,6 +482,24 @@ class Target:
         if fs.exists(path):
             fs.rm(path, recursive=True)
         fs.invalidate_cache(path)
+
+
+#: zip filesystems of this process (fsspec caches none), by process, URL and options.
+_ARCHIVES: dict[tuple[int, str], tuple[Any, str]] = {}
+
+
+def _archive_fs(url: str, options: Mapping[str, Any]) -> tuple[Any, str]:
+    """A ``zip://`` URL's filesystem, built once per process (it reads the central directory)."""
+    from fsspec.utils import tokenize
+
+    key = (os.getpid(), tokenize(url, dict(options)))
+    hit = _ARCHIVES.get(key)
+    if hit is None:
+        if len(_ARCHIVES) >= 16:
+            _ARCHIVES.clear()
+        fs, root = fsspec.url_to_fs(url, **options)
+        hit = _ARCHIVES[key] = (fs, root.rstrip("/"))
+    return hit
 
 
 async def _gather(coros: list[Any], limit: int) -> list[Any]:

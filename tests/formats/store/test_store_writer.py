@@ -210,8 +210,15 @@ def test_bad_options_refused(tmp_path):
     m = _matrix()
     with pytest.raises(InvalidOptionError, match=r"\.zarr"):
         _write(tmp_path, m, name="out.h5ad")
-    with pytest.raises(InvalidOptionError, match="zarr_format"):
-        _write(tmp_path, m, zarr_format=3)
+    for bad in (4, True, "3", 3.0):
+        with pytest.raises(InvalidOptionError, match="zarr_format"):
+            _write(tmp_path, m, zarr_format=bad)
+    with pytest.raises(InvalidOptionError, match=r'ends in \.zarr\.zip, which format="zarr.zip"'):
+        _write(tmp_path, m, name="out.zarr.zip")
+    with pytest.raises(InvalidOptionError, match=r'ends in \.zarr, which format="zarr" writes'):
+        _write(tmp_path, m, format="zarr.zip")
+    with pytest.raises(InvalidOptionError, match="is only the suffix"):
+        _write(tmp_path, m, name=".zarr.zip", format="zarr.zip")
     with pytest.raises(InvalidOptionError, match="dataset_id"):
         prepare_store(
             tmp_path / "x.zarr",

@@ -25,11 +25,11 @@ from dask_cellucid.errors import InputValueError, InvalidOptionError, Unsupporte
 from dask_cellucid.genes import make_unique
 
 from .spec import (
-    CONSOLIDATED,
     DEFLATE_LEVEL,
     FLOAT32_MAX,
     SLICED_CHUNK,
     WHOLE_CHUNK,
+    consolidated_name,
     indices_dtype,
     indptr_dtype,
     row_chunks,
@@ -56,25 +56,138 @@ def check_dataset_id(value: Any) -> str:
     return value
 
 
-def check_text(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        msg = f"{what} must be non-empty text; got {value!r}."
+# text the viewer draws verbatim: cellucid 0.9.5 refuses what has no glyph of its own
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_INVISIBLE = re.compile("[\u200b\u2060\ufeff]")
+_EDGE_SPACE = "\u0020\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_EDGE = re.compile(f"^[{_EDGE_SPACE}]|[{_EDGE_SPACE}]$")
+
+
+def _text_defect(text: str) -> str | None:
+    for pattern in (_CONTROL, _SURROGATE, _INVISIBLE):
+        found = pattern.search(text)
+        if found is not None:
+            return f"contains U+{ord(found.group()):04X}"
+    edge = _EDGE.search(text)
+    if edge is not None:
+        where = "starts" if edge.start() == 0 else "ends"
+        return f"{where} with U+{ord(edge.group()):04X}"
+    return None
+
+
+def check_text(value: Any, what: str, *, allow_empty: bool = False) -> str:
+    """Text the viewer shows exactly as stored (cellucid 0.9.5's rule): a string, non-empty
+    unless ``allow_empty``, without control, zero-width or unpaired surrogate characters
+    and without whitespace at either end."""
+    if not isinstance(value, str):
+        msg = f"{what} must be a string; got {value!r}."
+        raise InvalidOptionError(msg)
+    if not value:
+        if allow_empty:
+            return value
+        msg = f"{what} must be a non-empty string."
+        raise InvalidOptionError(msg)
+    defect = _text_defect(value)
+    if defect is not None:
+        msg = (
+            f"{what} is displayed verbatim, so it must not carry characters that have no "
+            f"glyph: {value!r} {defect}. Pass the exact text you want shown."
+        )
         raise InvalidOptionError(msg)
     return value
 
 
+def check_url(value: Any, what: str) -> str:
+    """An absolute http(s) address (cellucid 0.9.5's rule)."""
+    from urllib.parse import urlparse
+
+    text = check_text(value, what)
+    parsed = urlparse(text)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        msg = f"{what} must be an absolute http(s) address; got {text!r}."
+        raise InvalidOptionError(msg)
+    return text
+
+
+def _linked(
+    text: Any, url: Any, text_label: str, url_label: str, key: str
+) -> dict[str, str] | None:
+    """``{key: text, "url": url}``, or None when neither is given; a url needs its text."""
+    if text is None:
+        if url is not None:
+            msg = f"{text_label} is required whenever {url_label} is supplied."
+            raise InvalidOptionError(msg)
+        return None
+    linked = {key: check_text(text, text_label)}
+    if url is not None:
+        linked["url"] = check_url(url, url_label)
+    return linked
+
+
+#: The identity arguments of ``prepare`` beyond the id and name, as cellucid 0.9.5 names them.
+IDENTITY_ARGUMENTS = (
+    "dataset_description",
+    "citation_text",
+    "citation_url",
+    "source_name",
+    "source_url",
+)
+
+
+def identity_arguments(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``prepare`` arguments an AnnData's ``uns['cellucid']`` fills (as cellucid 0.9.5
+    reads it): ``dataset_id``, ``dataset_name``, ``dataset_description``, the citation's
+    and the source's text and address."""
+    out: dict[str, Any] = {}
+    for key, argument in (
+        ("id", "dataset_id"),
+        ("name", "dataset_name"),
+        ("description", "dataset_description"),
+    ):
+        if record.get(key) is not None:
+            out[argument] = record[key]
+    for key, text_key, text_argument, url_argument in (
+        ("citation", "text", "citation_text", "citation_url"),
+        ("source", "name", "source_name", "source_url"),
+    ):
+        linked = record.get(key)
+        if isinstance(linked, Mapping):
+            if linked.get(text_key) is not None:
+                out[text_argument] = linked[text_key]
+            if linked.get("url") is not None:
+                out[url_argument] = linked["url"]
+    return out
+
+
 def cellucid_uns(
-    dataset_id: str, dataset_name: str, extra: Mapping[str, Any] | None = None
+    dataset_id: str,
+    dataset_name: str,
+    *,
+    dataset_description: str | None = None,
+    citation_text: str | None = None,
+    citation_url: str | None = None,
+    source_name: str | None = None,
+    source_url: str | None = None,
 ) -> dict[str, Any]:
-    """``uns``: the title and ``cellucid`` (schema, id, name; description, citation, source)."""
+    """``uns``: the title and ``cellucid`` (schema, id, name; description, citation, source),
+    checked as cellucid 0.9.5 checks them (a url needs its text; an address is absolute
+    http(s); the description may be empty)."""
     record: dict[str, Any] = {
         "schema": 1,
         "id": check_dataset_id(dataset_id),
         "name": check_text(dataset_name, "dataset_name"),
     }
-    for key in ("description", "citation", "source"):
-        if extra and extra.get(key) is not None:
-            record[key] = extra[key]
+    if dataset_description is not None:
+        record["description"] = check_text(
+            dataset_description, "dataset_description", allow_empty=True
+        )
+    citation = _linked(citation_text, citation_url, "citation_text", "citation_url", "text")
+    source = _linked(source_name, source_url, "source_name", "source_url", "name")
+    if citation is not None:
+        record["citation"] = citation
+    if source is not None:
+        record["source"] = source
     return {"title": record["name"], "cellucid": record}
 
 
@@ -206,18 +319,63 @@ def _encoding(kind: str, version: str) -> dict[str, str]:
     return {"encoding-type": kind, "encoding-version": version}
 
 
+def _reproducible_gzip(level: int) -> Any:
+    """zarr v3's ``gzip`` codec writing a zero time in every header (as ``gzip -n``).
+
+    numcodecs' ``GZip`` stamps the time of writing into each chunk; cellucid
+    0.9.5 writes a zero time, and so does this (the metadata names the
+    standard ``gzip`` codec either way).
+    """
+    import gzip
+    from functools import cached_property
+
+    from numcodecs.compat import ensure_contiguous_ndarray
+    from numcodecs.gzip import GZip
+    from zarr.codecs import GzipCodec
+
+    class _GZip(GZip):  # type: ignore[misc]
+        def encode(self, buf: Any) -> bytes:
+            return gzip.compress(ensure_contiguous_ndarray(buf), compresslevel=self.level, mtime=0)
+
+    class _GzipCodec(GzipCodec):
+        @cached_property
+        def _gzip_codec(self) -> GZip:
+            return _GZip(self.level)
+
+    return _GzipCodec(level=level)
+
+
 class _Builder:
-    """Groups and arrays in a zarr v2 group, with cellucid 0.9.5's chunks and codecs."""
+    """Groups and arrays in a zarr group, with cellucid 0.9.5's chunks and codecs.
 
-    def __init__(self, root: Any) -> None:
-        from numcodecs import Zlib
+    zarr v2: zlib 6, after numcodecs' ``Shuffle`` where an array shuffles;
+    zarr v3: ``gzip`` 6, or ``blosc`` (zlib 6, byte shuffle) where it shuffles.
+    """
 
+    def __init__(self, root: Any, zarr_format: int = 2) -> None:
         self.root = root
-        self.codec = Zlib(level=DEFLATE_LEVEL)
+        self.zarr_format = zarr_format
+        if zarr_format == 2:
+            from numcodecs import Zlib
+
+            self.codec: Any = Zlib(level=DEFLATE_LEVEL)
+        else:
+            self.codec = _reproducible_gzip(DEFLATE_LEVEL)
 
     def codecs(self, itemsize: int, *, shuffle: bool = True) -> dict[str, Any]:
         if itemsize <= 1 or not shuffle:
             return {"filters": None, "compressors": self.codec}
+        if self.zarr_format == 3:
+            from zarr.codecs import BloscCodec
+
+            blosc = BloscCodec(
+                typesize=itemsize,
+                cname="zlib",
+                clevel=DEFLATE_LEVEL,
+                shuffle="shuffle",
+                blocksize=0,
+            )
+            return {"filters": None, "compressors": blosc}
         from numcodecs import Shuffle
 
         return {"filters": [Shuffle(elementsize=itemsize)], "compressors": self.codec}
@@ -271,6 +429,22 @@ class _Builder:
             )
             self.array(g, "mask", np.asarray(value.isna()), chunks)
             return
+        if self.zarr_format == 3:
+            # through the array just made (anndata would reopen it and lose the zero time)
+            from zarr.core.dtype import VariableLengthUTF8
+
+            strings = np.asarray(value, dtype=object)
+            a = parent.create_array(
+                key,
+                shape=strings.shape,
+                dtype=VariableLengthUTF8(),
+                chunks=chunks,
+                compressors=self.codec,
+            )
+            a.attrs.update(_encoding("string-array", "0.2.0"))
+            if len(strings):
+                a[...] = strings
+            return
         from anndata.io import write_elem
 
         write_elem(parent, key, value, dataset_kwargs={"chunks": chunks, "compressor": self.codec})
@@ -285,7 +459,7 @@ class _Builder:
                 shape=(),
                 dtype=VariableLengthUTF8(),
                 fill_value="",
-                filters=[VLenUTF8()],
+                filters=[VLenUTF8()] if self.zarr_format == 2 else None,
                 compressors=self.codec,
             )
             encoding = _encoding("string", "0.2.0")
@@ -361,20 +535,23 @@ class _Builder:
         return g
 
 
-def metadata_files(elements: Elements, x: XLayout) -> tuple[dict[str, bytes], bytes]:
+def metadata_files(
+    elements: Elements, x: XLayout, zarr_format: int = 2
+) -> tuple[dict[str, bytes], bytes]:
     """Every file of the store but ``X``'s chunks, and the consolidated metadata.
 
     Built with zarr-python in memory, in cellucid 0.9.5's order: ``uns``,
     ``var``, ``X``'s group and pointers, ``obs``, ``obsm``, ``obsp``, ``varm``,
     ``varp``, ``layers``, then ``X``'s values (declared only: the block
-    tasks write their chunks).
+    tasks write their chunks). The consolidated metadata is ``.zmetadata``
+    (zarr v2) or the root ``zarr.json`` (v3), handed back apart from the rest.
     """
     import zarr
 
     files: dict[str, Any] = {}
     store = zarr.storage.MemoryStore(files)
-    root = zarr.open_group(store, mode="w", zarr_format=2)
-    b = _Builder(root)
+    root = zarr.open_group(store, mode="w", zarr_format=zarr_format)
+    b = _Builder(root, zarr_format)
     root.attrs.update(_encoding("anndata", "0.1.0"))
     b.uns(root, "uns", elements.uns)
     b.dataframe(root, "var", elements.var_index, elements.var)
@@ -425,7 +602,7 @@ def metadata_files(elements: Elements, x: XLayout) -> tuple[dict[str, bytes], by
         )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata")
-        zarr.consolidate_metadata(store, zarr_format=2)
+        zarr.consolidate_metadata(store, zarr_format=zarr_format)
     out = {key: value.to_bytes() for key, value in files.items()}
-    consolidated = out.pop(CONSOLIDATED)
+    consolidated = out.pop(consolidated_name(zarr_format))
     return out, consolidated

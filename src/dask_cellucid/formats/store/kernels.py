@@ -1,11 +1,18 @@
 """Pure kernels: a block of genes to canonical CSC, per-gene statistics, and chunk bytes.
 
-No Dask, no fsspec, no zarr: NumPy, scipy and zlib only. A chunk is encoded
-exactly as numcodecs does for zarr v2: the chunk's values padded with the fill
-value (0) to the whole chunk, byte-shuffled for the ``Shuffle`` filter (every
-value's first byte, then every second byte, ...), then ``zlib.compress`` at
-level 6; a chunk that is all fill value is not written at all, as
-zarr-python does not write one.
+No Dask, no fsspec, no zarr: NumPy, scipy, zlib (and numcodecs' Blosc for
+zarr v3). A chunk is encoded exactly as zarr-python and numcodecs encode it:
+the chunk's values padded with the fill value (0) to the whole chunk, then
+
+- zarr v2: byte-shuffled for the ``Shuffle`` filter (every value's first byte,
+  then every second byte, ...) where the array shuffles, then a zlib stream at
+  level 6;
+- zarr v3: the ``blosc`` codec (zlib level 6, byte shuffle; numcodecs' Blosc,
+  as zarr-python) where the array shuffles, else the ``gzip`` codec at level 6
+  with a zero time in its header (as cellucid 0.9.5 writes it).
+
+A chunk that is all fill value is not written at all, as zarr-python does not
+write one.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from .spec import DEFLATE_LEVEL, FLOAT32_EXACT_INTEGER_LIMIT, FLOAT32_MAX
+from .spec import DEFLATE_LEVEL, FLOAT32_EXACT_INTEGER_LIMIT, FLOAT32_MAX, chunk_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,19 +145,58 @@ def _libdeflate(raw: bytes) -> bytes:
     return bytes(deflate.zlib_compress(raw, DEFLATE_LEVEL))
 
 
+def _gzip_zlib(raw: bytes) -> bytes:
+    # what gzip.compress(raw, 6, mtime=0) writes (Python >= 3.11): time 0, OS 3
+    return zlib.compress(raw, DEFLATE_LEVEL, wbits=31)
+
+
+def _gzip_libdeflate(raw: bytes) -> bytes:
+    import deflate
+
+    return bytes(deflate.gzip_compress(raw, DEFLATE_LEVEL))
+
+
 #: Encoders of the chunks' zlib streams: ``zlib`` writes the bytes cellucid 0.9.5
 #: (numcodecs) writes; ``libdeflate`` writes other, equally standard zlib streams,
 #: about 3x faster and a little smaller.
 CHUNK_CODECS = {"zlib": _zlib, "libdeflate": _libdeflate}
+#: The same for zarr v3's ``gzip`` codec: gzip members with a zero time.
+GZIP_CODECS = {"zlib": _gzip_zlib, "libdeflate": _gzip_libdeflate}
+_BLOSC: dict[int, Any] = {}
+
+
+def _blosc(itemsize: int) -> Any:
+    """numcodecs' Blosc as zarr-python's v3 ``blosc`` codec configures it (zlib 6, shuffle)."""
+    codec = _BLOSC.get(itemsize)
+    if codec is None:
+        from numcodecs import Blosc
+
+        codec = Blosc.from_config(
+            {
+                "cname": "zlib",
+                "clevel": DEFLATE_LEVEL,
+                "shuffle": Blosc.SHUFFLE,
+                "blocksize": 0,
+                "typesize": itemsize,
+            }
+        )
+        _BLOSC[itemsize] = codec
+    return codec
 
 
 def encode_chunk(
-    values: np.ndarray, chunk_shape: tuple[int, ...], *, shuffle: bool, codec: str = "zlib"
+    values: np.ndarray,
+    chunk_shape: tuple[int, ...],
+    *,
+    shuffle: bool,
+    codec: str = "zlib",
+    zarr_format: int = 2,
 ) -> bytes | None:
-    """One zarr v2 chunk: padded to ``chunk_shape``, maybe shuffled, zlib level 6.
+    """One chunk: padded to ``chunk_shape``, then encoded as the module docstring says.
 
     ``None`` when every value is the fill value 0 (zarr-python writes no such chunk).
-    ``codec`` picks the zlib-stream encoder (:data:`CHUNK_CODECS`).
+    ``codec`` picks the deflate encoder (:data:`CHUNK_CODECS`, :data:`GZIP_CODECS`);
+    a shuffled zarr v3 chunk is Blosc's whatever it is.
     """
     if values.shape != chunk_shape:
         padded = np.zeros(chunk_shape, dtype=values.dtype)
@@ -159,18 +205,35 @@ def encode_chunk(
     if not values.any():
         return None
     raw = np.ascontiguousarray(values).view(np.uint8).reshape(-1)
-    if shuffle and values.dtype.itemsize > 1:
+    shuffled = shuffle and values.dtype.itemsize > 1
+    if zarr_format == 3:
+        if shuffled:
+            return bytes(_blosc(values.dtype.itemsize).encode(raw))
+        return GZIP_CODECS[codec](raw.tobytes())
+    if shuffled:
         raw = np.ascontiguousarray(raw.reshape(-1, values.dtype.itemsize).T).reshape(-1)
     return CHUNK_CODECS[codec](raw.tobytes())
 
 
 def decode_chunk(
-    payload: bytes, dtype: str, chunk_shape: tuple[int, ...], *, shuffle: bool
+    payload: bytes,
+    dtype: str,
+    chunk_shape: tuple[int, ...],
+    *,
+    shuffle: bool,
+    zarr_format: int = 2,
 ) -> np.ndarray:
     """The inverse of :func:`encode_chunk`."""
-    raw = np.frombuffer(zlib.decompress(payload), dtype=np.uint8)
     itemsize = np.dtype(dtype).itemsize
-    if shuffle and itemsize > 1:
+    shuffled = shuffle and itemsize > 1
+    if zarr_format == 3:
+        if shuffled:
+            raw = np.frombuffer(_blosc(itemsize).decode(payload), dtype=np.uint8)
+        else:
+            raw = np.frombuffer(zlib.decompress(payload, wbits=31), dtype=np.uint8)
+        return raw.view(dtype).reshape(chunk_shape)
+    raw = np.frombuffer(zlib.decompress(payload), dtype=np.uint8)
+    if shuffled:
         raw = np.ascontiguousarray(raw.reshape(itemsize, -1).T).reshape(-1)
     return raw.view(dtype).reshape(chunk_shape)
 
@@ -184,6 +247,7 @@ def sparse_chunks(
     nnz: int,
     indices_dtype: str,
     codec: str = "zlib",
+    zarr_format: int = 2,
 ) -> list[tuple[int, bytes | None, bytes | None]]:
     """``(chunk index, data bytes, indices bytes)`` of chunks ``[first_chunk, stop_chunk)``.
 
@@ -201,17 +265,24 @@ def sparse_chunks(
         out.append(
             (
                 c,
-                encode_chunk(data, (chunk,), shuffle=False, codec=codec),
-                encode_chunk(indices, (chunk,), shuffle=True, codec=codec),
+                encode_chunk(data, (chunk,), shuffle=False, codec=codec, zarr_format=zarr_format),
+                encode_chunk(indices, (chunk,), shuffle=True, codec=codec, zarr_format=zarr_format),
             )
         )
     return out
 
 
 def dense_chunks(
-    block: np.ndarray, first_strip: int, chunk_shape: tuple[int, int], codec: str = "zlib"
+    block: np.ndarray,
+    first_strip: int,
+    chunk_shape: tuple[int, int],
+    codec: str = "zlib",
+    zarr_format: int = 2,
 ) -> list[tuple[str, bytes | None]]:
-    """``(chunk key, bytes)`` of every chunk of the strips ``block`` holds (no shuffle)."""
+    """``(chunk key, bytes)`` of every chunk of the strips ``block`` holds (no shuffle).
+
+    The key is the chunk's under ``X``: ``r.s`` (zarr v2) or ``c/r/s`` (v3).
+    """
     rows, cols = chunk_shape
     out = []
     n_strips = -(-block.shape[1] // cols)
@@ -219,6 +290,9 @@ def dense_chunks(
         strip = block[:, s * cols : (s + 1) * cols]
         for r in range(-(-block.shape[0] // rows)):
             piece = strip[r * rows : (r + 1) * rows]
-            key = f"{r}.{first_strip + s}"
-            out.append((key, encode_chunk(piece, chunk_shape, shuffle=False, codec=codec)))
+            key = chunk_name((r, first_strip + s), zarr_format)
+            payload = encode_chunk(
+                piece, chunk_shape, shuffle=False, codec=codec, zarr_format=zarr_format
+            )
+            out.append((key, payload))
     return out

@@ -1,6 +1,8 @@
 """Reading genes as the browser does: the consolidated metadata, ``X/indptr``, covering chunks.
 
-Nothing else of the store is read: no listing, no other document.
+Nothing else of the store is read: no listing, no other document. Zarr v2
+(``.zmetadata``) and v3 (the root ``zarr.json``) stores, as folders or as one
+``.zarr.zip`` file.
 """
 
 from __future__ import annotations
@@ -11,55 +13,133 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dask_cellucid.errors import GeneIdError, InputValueError
-from dask_cellucid.storage import Target
 
 from . import kernels
-from .spec import CONSOLIDATED
+from .archive import store_target
+from .spec import CONSOLIDATED, V3_METADATA, chunk_name
 
 if TYPE_CHECKING:
     import os
     from collections.abc import Mapping, Sequence
 
+    from dask_cellucid.storage import Target
+
+
+def consolidated_metadata(target: Target) -> tuple[int, dict[str, Any]] | None:
+    """``(zarr format, {node: document})`` from the consolidated metadata, or None.
+
+    Zarr v2: ``.zmetadata``'s ``metadata`` (keys such as ``X/.zattrs``);
+    zarr v3: the root ``zarr.json``'s ``consolidated_metadata`` (keys are node
+    paths, the root's own document under ``""``). A v3 root without
+    consolidated metadata counts as none.
+    """
+    raw = target.read(CONSOLIDATED)
+    if raw is not None:
+        return 2, json.loads(raw)["metadata"]
+    raw = target.read(V3_METADATA)
+    if raw is None:
+        return None
+    root = json.loads(raw)
+    inline = root.get("consolidated_metadata")
+    if not isinstance(inline, dict) or not isinstance(inline.get("metadata"), dict):
+        return None
+    nodes = dict(inline["metadata"])
+    nodes[""] = {k: v for k, v in root.items() if k != "consolidated_metadata"}
+    return 3, nodes
+
+
+def node_attrs(meta: Mapping[str, Any], zarr_format: int, node: str) -> dict[str, Any]:
+    """A node's attributes from the consolidated metadata (``{}`` when it has none)."""
+    if zarr_format == 2:
+        return dict(meta.get(f"{node}/.zattrs" if node else ".zattrs") or {})
+    return dict((meta.get(node) or {}).get("attributes") or {})
+
+
+def array_info(meta: Mapping[str, Any], zarr_format: int, name: str) -> dict[str, Any] | None:
+    """An array's ``shape``, ``chunks``, ``dtype`` and ``codecs`` (names, in order), the
+    same for both formats; None when ``name`` is no array."""
+    if zarr_format == 2:
+        doc = meta.get(f"{name}/.zarray")
+        if doc is None:
+            return None
+        codecs = [f["id"] for f in doc.get("filters") or []]
+        if doc.get("compressor"):
+            codecs.append(doc["compressor"]["id"])
+        return {
+            "shape": list(doc["shape"]),
+            "chunks": list(doc["chunks"]),
+            "dtype": doc["dtype"],
+            "codecs": codecs,
+            "doc": doc,
+        }
+    doc = meta.get(name)
+    if not isinstance(doc, dict) or doc.get("node_type") != "array":
+        return None
+    dtype = doc["data_type"]
+    return {
+        "shape": list(doc["shape"]),
+        "chunks": list(doc["chunk_grid"]["configuration"]["chunk_shape"]),
+        "dtype": "object" if dtype == "string" else np.dtype(dtype).newbyteorder("<").str,
+        "codecs": [c["name"] for c in doc.get("codecs") or []],
+        "doc": doc,
+    }
+
 
 class StoreReader:
-    """A store opened from its consolidated metadata and ``X/indptr``."""
+    """A store opened from its consolidated metadata and ``X/indptr``.
+
+    ``path_or_url`` is a store folder or a ``.zarr.zip`` file, zarr v2 or v3.
+    """
 
     def __init__(
         self,
         path_or_url: str | os.PathLike[str] | Target,
         storage_options: Mapping[str, Any] | None = None,
     ) -> None:
-        self.target = Target.of(path_or_url, storage_options)
-        raw = self.target.read(CONSOLIDATED)
-        if raw is None:
-            msg = f"{self.target.display_url} has no {CONSOLIDATED}: not a finished store."
+        self.target = store_target(path_or_url, storage_options)
+        found = consolidated_metadata(self.target)
+        if found is None:
+            msg = (
+                f"{self.target.display_url} has no consolidated metadata ({CONSOLIDATED} or "
+                f"{V3_METADATA} holding it): not a finished store."
+            )
             raise InputValueError(msg)
-        self.meta: dict[str, Any] = json.loads(raw)["metadata"]
-        x_attrs = self.meta["X/.zattrs"]
+        self.zarr_format, self.meta = found
+        x_attrs = node_attrs(self.meta, self.zarr_format, "X")
         self.sparse = x_attrs["encoding-type"] == "csc_matrix"
         if self.sparse:
             self.shape = tuple(x_attrs["shape"])
             self.indptr = self._whole("X/indptr").astype(np.int64)
         else:
-            self.shape = tuple(self.meta["X/.zarray"]["shape"])
+            self.shape = tuple(self._array_meta("X")["shape"])
+
+    def attrs(self, node: str) -> dict[str, Any]:
+        """A group's or array's attributes."""
+        return node_attrs(self.meta, self.zarr_format, node)
 
     def _array_meta(self, name: str) -> dict[str, Any]:
-        return self.meta[f"{name}/.zarray"]
+        info = array_info(self.meta, self.zarr_format, name)
+        if info is None:
+            msg = f"{self.target.display_url}: {name} is not an array of the store."
+            raise InputValueError(msg)
+        return info
 
-    def _chunk(self, name: str, key: str) -> np.ndarray:
+    def _chunk(self, name: str, index: tuple[int, ...]) -> np.ndarray:
         meta = self._array_meta(name)
         dtype = np.dtype(meta["dtype"]).newbyteorder("=").str
-        shuffle = bool(meta["filters"])
+        shuffle = any(c in ("shuffle", "blosc") for c in meta["codecs"])
         chunks = tuple(meta["chunks"])
-        payload = self.target.read(f"{name}/{key}")
+        payload = self.target.read(f"{name}/{chunk_name(index, self.zarr_format)}")
         if payload is None:
             return np.zeros(chunks, dtype=dtype)
-        return kernels.decode_chunk(payload, dtype, chunks, shuffle=shuffle)
+        return kernels.decode_chunk(
+            payload, dtype, chunks, shuffle=shuffle, zarr_format=self.zarr_format
+        )
 
     def _whole(self, name: str) -> np.ndarray:
         meta = self._array_meta(name)
         n, c = meta["shape"][0], meta["chunks"][0]
-        parts = [self._chunk(name, str(i)) for i in range(-(-n // c))]
+        parts = [self._chunk(name, (i,)) for i in range(-(-n // c))]
         return np.concatenate(parts)[:n] if parts else np.zeros(0, np.dtype(meta["dtype"]))
 
     def _range(self, name: str, p0: int, p1: int) -> np.ndarray:
@@ -69,26 +149,23 @@ class StoreReader:
         if p1 <= p0:
             return np.zeros(0, dtype=np.dtype(meta["dtype"]))
         first, last = p0 // c, (p1 - 1) // c
-        parts = np.concatenate([self._chunk(name, str(i)) for i in range(first, last + 1)])
+        parts = np.concatenate([self._chunk(name, (i,)) for i in range(first, last + 1)])
         return parts[p0 - first * c : p1 - first * c]
 
     def array(self, name: str) -> np.ndarray:
         """A small array of any dtype (strings too) read whole, with the codecs its metadata
         names: ``var``'s index, a scalar of ``uns``."""
-        from numcodecs import get_codec
-
         meta = self._array_meta(name)
         shape = tuple(meta["shape"])
         chunks = tuple(meta["chunks"]) or (1,)
-        compressor = get_codec(meta["compressor"]) if meta.get("compressor") else None
-        filters = [get_codec(f) for f in meta.get("filters") or []]
+        compressor, filters = self._codecs(meta)
         if len(shape) > 1:
             msg = f"{name} is {len(shape)}-D; only 0-D and 1-D arrays are read whole."
             raise InputValueError(msg)
         n = shape[0] if shape else 1
         parts = []
         for i in range(-(-n // chunks[0])):
-            raw = self.target.read(f"{name}/{i}")
+            raw = self.target.read(f"{name}/{chunk_name((i,) if shape else (), self.zarr_format)}")
             if raw is None:
                 msg = f"{self.target.display_url}: chunk {i} of {name} is missing."
                 raise InputValueError(msg)
@@ -103,9 +180,35 @@ class StoreReader:
         out = np.concatenate(parts)[:n] if parts else np.zeros(0)
         return out.reshape(shape) if shape == () else out
 
+    def _codecs(self, meta: Mapping[str, Any]) -> tuple[Any, list[Any]]:
+        """numcodecs' decoders of an array: its compressor (or None) and its filters."""
+        from numcodecs import Blosc, GZip, VLenUTF8, get_codec
+
+        doc = meta["doc"]
+        if self.zarr_format == 2:
+            compressor = get_codec(doc["compressor"]) if doc.get("compressor") else None
+            return compressor, [get_codec(f) for f in doc.get("filters") or []]
+        compressor = None
+        filters: list[Any] = []
+        for codec in doc.get("codecs") or []:
+            name, config = codec["name"], codec.get("configuration") or {}
+            if name == "gzip":
+                compressor = GZip(level=config.get("level", 6))
+            elif name == "blosc":
+                compressor = Blosc(cname=config.get("cname", "zlib"))
+            elif name == "vlen-utf8":
+                filters.append(VLenUTF8())
+            elif name == "bytes" and config.get("endian", "little") != "little":
+                msg = f"{self.target.display_url}: big-endian arrays are not read here."
+                raise InputValueError(msg)
+            elif name != "bytes":
+                msg = f"{self.target.display_url}: the {name!r} codec is not read here."
+                raise InputValueError(msg)
+        return compressor, filters
+
     def gene_names(self) -> list[str]:
         """``var``'s index: the genes' names, in the order of ``X``'s columns."""
-        index = self.meta.get("var/.zattrs", {}).get("_index", "_index")
+        index = self.attrs("var").get("_index", "_index")
         return [str(v) for v in self.array(f"var/{index}")]
 
     def read_gene(self, j: int) -> np.ndarray:
@@ -121,7 +224,7 @@ class StoreReader:
         meta = self._array_meta("X")
         rows, cols = meta["chunks"]
         strip, at = divmod(j, cols)
-        parts = [self._chunk("X", f"{r}.{strip}") for r in range(-(-n_cells // rows))]
+        parts = [self._chunk("X", (r, strip)) for r in range(-(-n_cells // rows))]
         return np.concatenate(parts)[:n_cells, at]
 
 

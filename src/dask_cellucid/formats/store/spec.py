@@ -16,8 +16,26 @@ FLOAT32_EXACT_INTEGER_LIMIT = 2**24
 #: The largest finite float32.
 FLOAT32_MAX = 3.4028234663852886e38
 INT32_MAX = 2**31 - 1
-#: The consolidated metadata: written last, withdrawn first.
+#: The consolidated metadata: written last, withdrawn first (zarr v2).
 CONSOLIDATED = ".zmetadata"
+#: A zarr v3 node's metadata; the root's holds the consolidated metadata.
+V3_METADATA = "zarr.json"
+#: The zarr formats written (2, the default, and 3).
+ZARR_FORMATS = (2, 3)
+#: The name a single-file store ends in (``format="zarr.zip"``).
+ZIP_SUFFIX = ".zarr.zip"
+
+
+def consolidated_name(zarr_format: int) -> str:
+    """The consolidated metadata's key: ``.zmetadata`` (v2) or the root ``zarr.json`` (v3)."""
+    return CONSOLIDATED if zarr_format == 2 else V3_METADATA
+
+
+def chunk_name(index: tuple[int, ...], zarr_format: int) -> str:
+    """A chunk's key under its array: ``0.1`` (v2), ``c/0/1`` (v3; ``c`` for a scalar)."""
+    if zarr_format == 2:
+        return ".".join(str(i) for i in index) or "0"
+    return "/".join(["c", *(str(i) for i in index)])
 
 
 def vector_chunk(length: int, target: int) -> int:
@@ -52,7 +70,8 @@ class StoreOptions:
     ``sparse``: ``X`` is ``csc_matrix`` (else a dense ``array``); ``dtype``:
     the values' stored type; ``chunk``: elements per chunk of ``X/data`` and
     ``X/indices`` (:data:`SLICED_CHUNK`; smaller only in tests); ``nnz``:
-    stored values of ``X``.
+    stored values of ``X``; ``zarr_format``: 2 or 3; ``zipped``: the store is
+    packed into one ``.zarr.zip`` file at the end.
     """
 
     sparse: bool
@@ -62,6 +81,7 @@ class StoreOptions:
     chunk: int = SLICED_CHUNK
     zarr_format: int = 2
     codec: str = "zlib"
+    zipped: bool = False
 
     def fingerprint_fields(self) -> dict[str, Any]:
         return {
@@ -73,4 +93,5 @@ class StoreOptions:
             "chunk": self.chunk,
             "zarr_format": self.zarr_format,
             "codec": self.codec,
+            "zipped": self.zipped,
         }

@@ -24,9 +24,9 @@ import numpy as np
 
 from dask_cellucid.errors import TargetExistsError
 
-from . import kernels
+from . import archive, kernels
 from .elements import Elements, XLayout, metadata_files
-from .spec import CONSOLIDATED, strip_chunks
+from .spec import CONSOLIDATED, V3_METADATA, chunk_name, consolidated_name, strip_chunks
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -49,6 +49,7 @@ class SparseJob:
     dtype: str
     indices_dtype: str
     codec: str = "zlib"
+    zarr_format: int = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +60,7 @@ class DenseJob:
     chunks: tuple[int, int]
     dtype: str
     codec: str = "zlib"
+    zarr_format: int = 2
 
 
 def write_segment(
@@ -68,7 +70,7 @@ def write_segment(
     if isinstance(job, DenseJob):
         arr = block.toarray() if hasattr(block, "toarray") else np.asarray(block)
         arr = arr.astype(job.dtype, copy=False)
-        pieces = kernels.dense_chunks(arr, job.first_strip, job.chunks, job.codec)
+        pieces = kernels.dense_chunks(arr, job.first_strip, job.chunks, job.codec, job.zarr_format)
         named = [(f"X/{key}", payload) for key, payload in pieces if payload is not None]
         record = ("dense", job.first_strip, job.first_strip + -(-arr.shape[1] // job.chunks[1]))
     else:
@@ -89,13 +91,15 @@ def write_segment(
             job.nnz,
             job.indices_dtype,
             job.codec,
+            job.zarr_format,
         )
         named = []
         for c, data, indices in pieces:
+            key = chunk_name((c,), job.zarr_format)
             if data is not None:
-                named.append((f"X/data/{c}", data))
+                named.append((f"X/data/{key}", data))
             if indices is not None:
-                named.append((f"X/indices/{c}", indices))
+                named.append((f"X/indices/{key}", indices))
         record = ("sparse", job.first_chunk, job.stop_chunk)
     if named:
         paths, payloads = zip(*named, strict=True)
@@ -130,7 +134,7 @@ class StoreResult:
 
 
 def is_zarr_store(target: Target) -> bool:
-    return target.exists(".zgroup") or target.exists("zarr.json")
+    return target.exists(".zgroup") or target.exists(V3_METADATA)
 
 
 @dataclass
@@ -150,17 +154,21 @@ class StoreWriter:
 
     def check(self) -> None:
         """Refuse an existing ``out_path`` without ``force``, and anything but a store with it."""
-        check_destination(self.final, force=self.force)
+        check_destination(self.final, force=self.force, zipped=self.plan.options.zipped)
 
     def begin(self) -> list[int]:
         """Withdraw an old store's consolidated metadata (object storage) or the staging folder."""
-        if self.final.is_local:
+        opts = self.plan.options
+        if self.final.is_local or opts.zipped:
             self.target.remove_tree("")
         elif self.final.exists(CONSOLIDATED) or is_zarr_store(self.final):
             # a reader must never open a mix of the old store and this one
             self.final.remove(CONSOLIDATED)
+            self.final.remove(V3_METADATA)
             self.final.remove_tree("")
-        self.target.prepare(*(("X/data", "X/indices") if self.layout.sparse else ("X",)))
+        grid = "" if opts.zarr_format == 2 else "/c"
+        arrays = ("X/data", "X/indices") if self.layout.sparse else ("X",)
+        self.target.prepare(*(f"{a}{grid}" for a in arrays))
         return []
 
     def jobs(self, skip: Sequence[int]) -> list[tuple[int, Any]]:
@@ -183,21 +191,29 @@ class StoreWriter:
                     opts.dtype,
                     "int64" if self.plan.n_cells > 2**31 - 1 else "int32",
                     opts.codec,
+                    opts.zarr_format,
                 )
             else:
                 job = DenseJob(
-                    seg.first_chunk, strip_chunks(*self.layout.shape), opts.dtype, opts.codec
+                    seg.first_chunk,
+                    strip_chunks(*self.layout.shape),
+                    opts.dtype,
+                    opts.codec,
+                    opts.zarr_format,
                 )
             out.append((i, job))
         return out
 
     def finish(self, records: list[Any], seconds: float) -> StoreResult:
         """Everything else, then the consolidated metadata; then the rename into place."""
-        files, consolidated = metadata_files(self.elements, self.layout)
+        zarr_format = self.plan.options.zarr_format
+        files, consolidated = metadata_files(self.elements, self.layout, zarr_format)
         self.target.prepare(*sorted({posixpath.dirname(k) for k in files} - {""}))
         self.target.write(files)
-        self.target.write({CONSOLIDATED: consolidated})
-        if self.final.is_local and self.target.root != self.final.root:
+        self.target.write({consolidated_name(zarr_format): consolidated})
+        if self.plan.options.zipped:
+            archive.pack_into_place(self.target, self.final)
+        elif self.final.is_local and self.target.root != self.final.root:
             place(self.target.root, self.final.root)
         n_cells, n_genes = self.layout.shape
         return StoreResult(
@@ -212,13 +228,21 @@ class StoreWriter:
         )
 
     def abandon(self) -> None:
-        """Remove the staging folder of a failed local run."""
+        """Remove the staging folder of a failed local run (or of any ``.zarr.zip`` run)."""
         if self.final.is_local and self.target.root != self.final.root:
             shutil.rmtree(self.target.root, ignore_errors=True)
+        elif self.plan.options.zipped:
+            self.target.remove_tree("")
 
 
-def check_destination(final: Target, *, force: bool) -> None:
-    """``out_path`` absent, or (with ``force``) a zarr store that may be replaced."""
+def check_destination(final: Target, *, force: bool, zipped: bool = False) -> None:
+    """``out_path`` absent, or (with ``force``) a zarr store that may be replaced.
+
+    A ``.zarr.zip`` (``zipped``) replaces only a file, never a folder or a link.
+    """
+    if zipped:
+        archive.check_zip_destination(final, force=force)
+        return
     if final.is_local:
         path = final.root
         if not (os.path.lexists(path)):
@@ -244,6 +268,17 @@ def staging_path(final_root: str) -> str:
     return os.path.join(parent, f".{name}.{os.getpid()}.partial")
 
 
+def staging_target(final: Target, *, zipped: bool = False) -> Target:
+    """Where the chunks go: a staging folder beside a local ``out_path`` (or beside a
+    ``.zarr.zip`` URL, packed and uploaded at the end), else ``out_path`` itself."""
+    if final.is_local:
+        return type(final).from_url(staging_path(final.root))
+    if zipped:
+        parent, name = final.url.rstrip("/").rsplit("/", 1)
+        return type(final)(f"{parent}/.{name}.{os.getpid()}.partial", final.storage_options)
+    return final
+
+
 def place(staging: str, final: str) -> None:
     """Move the complete staging folder to ``final``, replacing an old store only then."""
     replaced = f"{staging}.replaced"
@@ -257,4 +292,7 @@ def place(staging: str, final: str) -> None:
             os.replace(replaced, final)
         raise
     if had:
-        shutil.rmtree(replaced, ignore_errors=True)
+        if os.path.isdir(replaced) and not os.path.islink(replaced):
+            shutil.rmtree(replaced, ignore_errors=True)
+        else:
+            os.unlink(replaced)
