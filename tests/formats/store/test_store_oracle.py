@@ -6,8 +6,11 @@ venv``, then ``pip install cellucid==0.9.5``) and reused while its marker file s
 so. If it cannot be built the tests skip, or fail when the environment variable CI
 is set. ``oracle_095_script.py`` runs in it: for every store, ``AnnDataServer``
 must construct on ours and ``browser_undecodable`` be empty, and
-``cellucid.prepare(tmp, format="zarr", data=anndata.read_zarr(ours))`` must write
-the same ``.zmetadata``, the same files with the same bytes, and the same arrays.
+``cellucid.prepare(tmp, format=..., data=<ours read back>, zarr_format=...)`` must
+write the same consolidated metadata (``.zmetadata``, or the root ``zarr.json`` of
+zarr v3), the same files with the same bytes, and the same arrays; a ``.zarr.zip``
+the same archive, byte for byte. Zarr v2 and v3 folders and ``.zarr.zip`` files
+are compared, and the arguments both refuse are refused alike.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+from dask_cellucid import read_genes
+from dask_cellucid.errors import InvalidOptionError
 from dask_cellucid.store_api import prepare_store
 
 SCRIPT = Path(__file__).with_name("oracle_095_script.py")
@@ -72,33 +77,94 @@ def _zlib_store(*args, **kwargs):
     return prepare_store(*args, codec="zlib", **kwargs)
 
 
+#: The identity fields beyond id and name (uns['cellucid']: description, citation, source).
+IDENTITY = {
+    "dataset_description": "Peripheral blood cells, reduced.",
+    "citation_text": "Zheng et al. 2017",
+    "citation_url": "https://doi.org/10.1038/ncomms14049",
+    "source_name": "scanpy datasets",
+}
+
+#: name -> (suffix, zarr_format): the stores written besides the v2 folders.
+FORMS = {
+    "pbmc_dense": (".zarr", 2),
+    "pbmc_sparse": (".zarr", 2),
+    "above_65536": (".zarr", 2),
+    "below_65536": (".zarr", 2),
+    "counts_2_24": (".zarr", 2),
+    "dense_tall": (".zarr", 2),
+    "pbmc_sparse_v3": (".zarr", 3),
+    "pbmc_dense_v3_zip": (".zarr.zip", 3),
+    "above_65536_v3": (".zarr", 3),
+    "counts_2_24_zip": (".zarr.zip", 2),
+    "dense_tall_v3_zip": (".zarr.zip", 3),
+}
+
+#: Arguments both cellucid 0.9.5 and prepare_store refuse, before anything is written.
+REFUSED = {
+    "citation_url_relative": {"citation_text": "A", "citation_url": "doi.org/10.1/x"},
+    "citation_url_without_text": {"citation_url": "https://example.org/a"},
+    "source_url_ftp": {"source_name": "S", "source_url": "ftp://example.org/a"},
+    "description_trailing_space": {"dataset_description": "About this "},
+    "name_with_zero_width_space": {"dataset_name": "Na\u200bme"},
+    "zip_suffix_for_zarr": {"out": "x.zarr.zip", "format": "zarr"},
+    "zarr_suffix_for_zip": {"out": "x.zarr", "format": "zarr.zip"},
+    "zarr_format_4": {"zarr_format": 4},
+}
+
+
+def _pbmc_sparse():
+    sparse = _pbmc()
+    sparse.X = sp.csr_matrix(np.where(sparse.X > 0.5, sparse.X, 0))
+    return sparse
+
+
 @pytest.fixture(scope="module")
-def oracle_reports(oracle_095, tmp_path_factory):
+def oracle_cases(tmp_path_factory):
+    """Every store written, by name: ``(path, its X as stored, dense)``."""
     base = tmp_path_factory.mktemp("oracle095")
     cases = {}
+
+    def path(name):
+        suffix, _ = FORMS[name]
+        return base / f"{name}{suffix}"
+
+    def fmt(name):
+        suffix, zarr_format = FORMS[name]
+        return {
+            "format": suffix.lstrip(".") if suffix != ".zarr" else "zarr",
+            "zarr_format": zarr_format,
+        }
+
     pbmc = _pbmc()
-    _zlib_store(base / "pbmc_dense.zarr", data=pbmc, dataset_id="pbmc68k", dataset_name="PBMC 68k")
-    cases["pbmc_dense"] = base / "pbmc_dense.zarr"
-    sparse = pbmc.copy()
-    sparse.X = sp.csr_matrix(np.where(sparse.X > 0.5, sparse.X, 0))
-    _zlib_store(
-        base / "pbmc_sparse.zarr",
-        data=sparse,
-        dataset_id="pbmc68k.sparse",
-        dataset_name="PBMC sparse",
-        num_workers=4,
-        scheduler="threads",
-    )
-    cases["pbmc_sparse"] = base / "pbmc_sparse.zarr"
+    for name in ("pbmc_dense", "pbmc_dense_v3_zip"):
+        _zlib_store(
+            path(name), data=pbmc, dataset_id="pbmc68k", dataset_name="PBMC 68k", **fmt(name)
+        )
+        cases[name] = (path(name), np.asarray(pbmc.X, dtype=np.float32))
+    sparse = _pbmc_sparse()
+    for name, extra in (("pbmc_sparse", {}), ("pbmc_sparse_v3", IDENTITY)):
+        _zlib_store(
+            path(name),
+            data=sparse,
+            dataset_id="pbmc68k.sparse",
+            dataset_name="PBMC sparse",
+            num_workers=4,
+            scheduler="threads",
+            **extra,
+            **fmt(name),
+        )
+        cases[name] = (path(name), sparse.X.toarray().astype(np.float32))
     for name, target, big in (
         ("above_65536", 65536 + 9, False),
         ("below_65536", 65536 - 9, False),
         ("counts_2_24", 5000, True),
+        ("above_65536_v3", 65536 + 9, False),
+        ("counts_2_24_zip", 5000, True),
     ):
         m, obs, var, emb = _synthetic(target, big_counts=big)
-        out = base / f"{name}.zarr"
         _zlib_store(
-            out,
+            path(name),
             gene_expression=m,
             obs=obs,
             var=var,
@@ -106,23 +172,38 @@ def oracle_reports(oracle_095, tmp_path_factory):
             dataset_id=name,
             dataset_name=f"Case {name}",
             scheduler="threads",
+            **fmt(name),
         )
-        cases[name] = out
+        cases[name] = (path(name), m.toarray().astype(np.float64 if big else np.float32))
     tall = np.zeros((2**18 + 5, 3), dtype=np.float32)
     tall[::7, 0] = 1.5
     tall[-3:, 2] = 2.0  # gene 1 all zero: its chunks are not written
-    out = base / "dense_tall.zarr"
-    _zlib_store(
-        out,
-        gene_expression=tall,
-        embeddings={"X_umap": np.zeros((tall.shape[0], 2), np.float32)},
-        var=pd.DataFrame(index=["A", "B", "C"]),
-        dataset_id="tall",
-        dataset_name="Tall",
-        scheduler="threads",
-    )
-    cases["dense_tall"] = out
-    jobs = [[str(p), str(base / f"ref_{k}.zarr"), {}] for k, p in cases.items()]
+    for name in ("dense_tall", "dense_tall_v3_zip"):
+        _zlib_store(
+            path(name),
+            gene_expression=tall,
+            embeddings={"X_umap": np.zeros((tall.shape[0], 2), np.float32)},
+            var=pd.DataFrame(index=["A", "B", "C"]),
+            dataset_id="tall",
+            dataset_name="Tall",
+            scheduler="threads",
+            **fmt(name),
+        )
+        cases[name] = (path(name), tall)
+    return cases
+
+
+@pytest.fixture(scope="module")
+def oracle_reports(oracle_095, oracle_cases, tmp_path_factory):
+    base = tmp_path_factory.mktemp("oracle095ref")
+    names = list(oracle_cases)
+    jobs = [
+        [str(p), str(base / f"ref_{k}{FORMS[k][0]}"), {"zarr_format": FORMS[k][1]}]
+        for k, (p, _) in oracle_cases.items()
+    ]
+    for key, kwargs in REFUSED.items():
+        names.append(f"refuse:{key}")
+        jobs.append(["refuse", kwargs.get("out", "x.zarr"), _refused_kwargs(kwargs)])
     done = subprocess.run(
         [str(oracle_095), str(SCRIPT), json.dumps(jobs)],
         capture_output=True,
@@ -132,17 +213,17 @@ def oracle_reports(oracle_095, tmp_path_factory):
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    return dict(zip(cases, json.loads(done.stdout), strict=True))
+    return dict(zip(names, json.loads(done.stdout), strict=True))
 
 
-CASES = [
-    "pbmc_dense",
-    "pbmc_sparse",
-    "above_65536",
-    "below_65536",
-    "counts_2_24",
-    "dense_tall",
-]
+def _refused_kwargs(kwargs):
+    """The prepare() arguments of a refused case (besides data=), both libraries' names."""
+    out = {"format": "zarr", "dataset_id": "refused", "dataset_name": "Refused"}
+    out.update({k: v for k, v in kwargs.items() if k != "out"})
+    return out
+
+
+CASES = list(FORMS)
 
 
 @pytest.mark.slow
@@ -162,3 +243,39 @@ def test_cellucid_095_reproduces_our_store(oracle_reports, case):
     assert report["arrays_differ"] == []
     assert report["only_ours"] == [] and report["only_ref"] == []
     assert report["bytes_differ"] == []  # the same zlib: the same chunk bytes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", [c for c in CASES if FORMS[c] != (".zarr", 2)])
+def test_v3_and_zip_are_what_cellucid_095_writes(oracle_reports, case):
+    report = oracle_reports[case]
+    suffix, zarr_format = FORMS[case]
+    assert report["zarr_format"] == zarr_format
+    if suffix == ".zarr.zip":
+        assert report["zip_root"] == ""  # the store at the top of the archive
+        assert report["same_entry_order"] is True
+        assert report["same_archive_bytes"] is True
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CASES)
+def test_read_genes_round_trips_every_gene(oracle_cases, case):
+    path, want = oracle_cases[case]
+    got = read_genes(str(path))
+    assert len(got) == want.shape[1]
+    for j, values in enumerate(got.values()):
+        assert values.dtype == want.dtype
+        np.testing.assert_array_equal(values, want[:, j])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_what_cellucid_095_refuses_is_refused_before_writing(oracle_reports, tmp_path, case):
+    oracle = oracle_reports[f"refuse:{case}"]
+    assert oracle["refused"] is not None and oracle["written"] is False
+    kwargs = _refused_kwargs(REFUSED[case])
+    out = tmp_path / REFUSED[case].get("out", "x.zarr")
+    m, _, var, emb = _synthetic(500)
+    with pytest.raises(InvalidOptionError):
+        prepare_store(out, gene_expression=m, var=var, embeddings=emb, **kwargs)
+    assert list(tmp_path.iterdir()) == []
