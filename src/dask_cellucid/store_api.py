@@ -24,8 +24,8 @@ from . import plan as planning
 from .adapters import as_source
 from .engine import Export, run_blocks
 from .errors import InputShapeError, InputValueError, InvalidOptionError, VerificationError
+from .formats.store import archive, kernels, segments
 from .formats.store import elements as el
-from .formats.store import kernels, segments
 from .formats.store.read import StoreReader
 from .formats.store.spec import SLICED_CHUNK, ZIP_SUFFIX, StoreOptions, strip_chunks
 from .formats.store.verify import StoreVerifyReport
@@ -404,7 +404,7 @@ def prepare_store(
         elements.obsp["connectivities"] = _connectivities(args["connectivities"], n_cells)
 
     final = Target.from_url(out_path, storage_options)
-    final.check_access()
+    archive.check_access(final, zipped=zipped)
     check_destination(final, force=force, zipped=zipped)
     target = staging_target(final, zipped=zipped)
     sparse = source.is_sparse

@@ -60,3 +60,49 @@ def test_s3_rerun_needs_force_and_replaces(s3_bucket):
     prepare_store(url, storage_options=s3_bucket.storage_options, force=True, **second)
     reader = StoreReader(Target.from_url(url, s3_bucket.storage_options))
     np.testing.assert_array_equal(reader.read_gene(3), second["gene_expression"].toarray()[:, 3])
+
+
+def test_s3_v3_store_matches_local_v3_store(s3_bucket, tmp_path):
+    args = {**_args(), "zarr_format": 3}
+    prepare_store(tmp_path / "local.zarr", **args)
+    url = s3_bucket.url("v3.zarr")
+    prepare_store(url, storage_options=s3_bucket.storage_options, **args)
+    local = {
+        p.relative_to(tmp_path / "local.zarr").as_posix(): p.read_bytes()
+        for p in (tmp_path / "local.zarr").rglob("*")
+        if p.is_file()
+    }
+    assert s3_bucket.objects("v3.zarr") == local
+    target = Target.from_url(url, s3_bucket.storage_options)
+    assert validate(target, chunk=32) == []
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_s3_zip_is_the_local_zip_uploaded_whole(s3_bucket, tmp_path, zarr_format):
+    args = {**_args(), "zarr_format": zarr_format, "format": "zarr.zip"}
+    prepare_store(tmp_path / "local.zarr.zip", **args)
+    url = s3_bucket.url("one.zarr.zip")
+    options = s3_bucket.storage_options
+    prepare_store(url, storage_options=options, **args)
+    keys = [
+        o["Key"]
+        for page in s3_bucket.boto.get_paginator("list_objects_v2").paginate(
+            Bucket=s3_bucket.bucket
+        )
+        for o in page.get("Contents", [])
+    ]
+    assert keys == ["one.zarr.zip"]  # the staging prefix is gone
+    body = s3_bucket.boto.get_object(Bucket=s3_bucket.bucket, Key="one.zarr.zip")["Body"].read()
+    assert body == (tmp_path / "local.zarr.zip").read_bytes()
+    assert validate(url, options, chunk=32) == []
+    reader = StoreReader(url, options)
+    dense = args["gene_expression"].toarray()
+    for j in range(dense.shape[1]):
+        np.testing.assert_array_equal(reader.read_gene(j), dense[:, j])
+    with pytest.raises(TargetExistsError):
+        prepare_store(url, storage_options=options, **args)
+    second = {**_args(seed=5), "zarr_format": zarr_format, "format": "zarr.zip"}
+    prepare_store(url, storage_options=options, force=True, **second)
+    np.testing.assert_array_equal(
+        StoreReader(url, options).read_gene(2), second["gene_expression"].toarray()[:, 2]
+    )

@@ -127,6 +127,14 @@ def pack_into_place(staging: Target, final: Target) -> None:
     staging.remove_tree("")
 
 
+def check_access(final: Target, *, zipped: bool) -> None:
+    """:meth:`Target.check_access` of ``out_path``; of its folder for a local ``.zarr.zip``."""
+    if zipped and final.is_local:
+        Target.from_url(os.path.dirname(final.root)).check_access()
+    else:
+        final.check_access()
+
+
 def check_zip_destination(final: Target, *, force: bool) -> None:
     """``out_path`` absent, or (with ``force``) a file that may be replaced."""
     if final.is_local:
@@ -204,6 +212,7 @@ def store_target(
 
 
 __all__ = [
+    "check_access",
     "check_zip_destination",
     "entry_order",
     "is_zip_name",
