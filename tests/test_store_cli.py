@@ -147,6 +147,68 @@ def test_out_must_end_in_zarr(
     assert "does not end in .zarr" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("fmt", "name", "says"),
+    [
+        ("zarr.zip", "s.zarr", "does not end in .zarr.zip; name it e.g."),
+        ("zarr", "s.zarr.zip", "does not end in .zarr; name it e.g."),
+    ],
+)
+def test_out_must_end_in_the_formats_suffix(
+    tmp_path: Path, h5ad: Path, fmt: str, name: str, says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["export", str(h5ad), str(tmp_path / name), "--format", fmt]) == 2
+    assert says in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_zarr_zip_v3_with_citation_validates_and_verifies(
+    tmp_path: Path, h5ad: Path, adata: ad.AnnData, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import zarr
+
+    out = tmp_path / "my data.zarr.zip"
+    argv = ["export", str(h5ad), str(out), "--format", "zarr.zip", "--zarr-format", "3"]
+    argv += ["--citation-text", "Someone 2024", "--citation-url", "https://example.org/p"]
+    argv += ["--dataset-description", "Blood.", "--source-name", "Lab", "--verify"]
+    rc = main(argv)
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "Verified" in captured.out
+    root = zarr.open_group(zarr.storage.ZipStore(out, mode="r"), mode="r")
+    assert root.metadata.zarr_format == 3
+    back = ad.io.read_elem(root)
+    np.testing.assert_array_equal(_dense(back.X), _dense(adata.X))
+    record = back.uns["cellucid"]
+    assert record["id"] == "my_data" and record["description"] == "Blood."
+    assert dict(record["citation"]) == {"text": "Someone 2024", "url": "https://example.org/p"}
+    assert dict(record["source"]) == {"name": "Lab"}
+    assert detect(str(out)) == "store"
+    assert main(["validate", str(out)]) == 0
+    assert main(["verify", str(out), str(h5ad)]) == 0
+    got = dask_cellucid.read_gene(str(out), "G3")
+    np.testing.assert_array_equal(got, _dense(adata.X)[:, 3])
+
+
+def test_bad_citation_url_refused_before_writing(
+    tmp_path: Path, h5ad: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "s.zarr"
+    argv = ["export", str(h5ad), str(out), "--format", "zarr", "--citation-text", "x"]
+    assert main([*argv, "--citation-url", "example.org"]) != 0
+    assert "absolute http(s) address" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_store_flags_refused_for_a_folder(
+    tmp_path: Path, h5ad: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "folder"
+    assert main(["export", str(h5ad), str(out), "--zarr-format", "3"]) == 2
+    assert "--zarr-format" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_the_demo_store_runs_twice(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -45,6 +45,7 @@ are fine. Which matrix is exported:
 examples:
   dask-cellucid export
   dask-cellucid export pbmc.h5ad out/pbmc.zarr --format zarr
+  dask-cellucid export pbmc.h5ad out/pbmc.zarr.zip --format zarr.zip --zarr-format 3
   dask-cellucid export pbmc.h5ad out/pbmc --genes CD3E,MS4A1,NKG7
   dask-cellucid export atlas.zarr s3://bucket/atlas --quantization 8 --compression 6 \\
       --scheduler distributed
@@ -68,11 +69,15 @@ which viewer opens the output:
 
 --format zarr writes the store of cellucid 0.9.5's prepare(format="zarr"):
   X (float32, canonical CSC), obs, var, every numeric obsm array of INPUT as an
-  embedding, obsp["connectivities"] when present. OUT must end in .zarr. It
-  takes --genes, --gene-id-column, --dataset-id, --dataset-name, --force,
-  --verify and the running and storage flags; the folder's encoding flags
-  (--quantization, --compression, --layout, --rounding, --codec,
-  --make-unique, --embedding) and --layer/--use-raw do not apply.
+  embedding, obsp["connectivities"] when present. OUT must end in .zarr.
+  --format zarr.zip writes the same store in one file (prepare(format=
+  "zarr.zip")); OUT must end in .zarr.zip. --zarr-format 3 writes zarr v3
+  (default: v2). Both take --genes, --gene-id-column, --dataset-id,
+  --dataset-name, --dataset-description, --citation-text, --citation-url,
+  --source-name, --source-url, --force, --verify and the running and storage
+  flags; the folder's encoding flags (--quantization, --compression, --layout,
+  --rounding, --codec, --make-unique, --embedding) and --layer/--use-raw do
+  not apply.
 """
 
 
@@ -154,10 +159,18 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     ex.add_argument(
         "--format",
-        choices=("folder", "zarr"),
+        choices=("folder", "zarr", "zarr.zip"),
         default="folder",
         help="'folder' (default): an export folder for cellucid 0.0.9/0.9.2; 'zarr': a "
-        "Cellucid-ready AnnData store for cellucid 0.9.5 and later (recommended)",
+        "Cellucid-ready AnnData store for cellucid 0.9.5 and later (recommended); "
+        "'zarr.zip': the same store in one .zarr.zip file",
+    )
+    ex.add_argument(
+        "--zarr-format",
+        type=int,
+        choices=(2, 3),
+        default=None,
+        help="with --format zarr or zarr.zip: zarr v2 (default) or v3",
     )
     ex.add_argument(
         "-o",
@@ -258,6 +271,14 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="the dataset's display name (default: its id)",
     )
+    for flag, what in (
+        ("--dataset-description", "one paragraph about the dataset"),
+        ("--citation-text", "how to cite the dataset"),
+        ("--citation-url", "the citation's http(s) address (needs --citation-text)"),
+        ("--source-name", "where the data comes from"),
+        ("--source-url", "the source's http(s) address (needs --source-name)"),
+    ):
+        ex.add_argument(flag, metavar="TEXT", default=None, help=f"with --format zarr: {what}")
     ex.add_argument("--force", action="store_true", help="replace an existing export in OUT")
     ex.add_argument(
         "--verify",
@@ -355,8 +376,18 @@ def _cmd_export(args: argparse.Namespace) -> int:
     progress = not args.no_progress and sys.stderr.isatty()
     storage_options = _storage_options(args.storage_option) or None
     input_options = _storage_options(args.input_storage_option, "--input-storage-option") or None
-    if args.format == "zarr":
+    if args.format in ("zarr", "zarr.zip"):
         return _export_store(args, progress, storage_options, input_options)
+    store_only = [
+        f"--{name.replace('_', '-')}" for name in _STORE_ONLY if getattr(args, name) is not None
+    ]
+    if store_only:
+        print(
+            f"error: {', '.join(store_only)}: only for --format zarr or zarr.zip (the "
+            "Cellucid-ready store); drop it, or add --format zarr.",
+            file=sys.stderr,
+        )
+        return 2
     if args.verify:
         print(
             "error: --verify applies to --format zarr; check a folder after the export with: "
@@ -471,22 +502,36 @@ _FOLDER_ONLY = (
 )
 
 
+# the store's flags that mean nothing to a folder export (None unless given)
+_STORE_ONLY = (
+    "zarr_format",
+    "dataset_description",
+    "citation_text",
+    "citation_url",
+    "source_name",
+    "source_url",
+)
+
+
 def _store_dataset_id(out: str) -> str:
     """A valid dataset id from a store's name (``my data.zarr`` -> ``my_data``)."""
     name = out.rstrip("/").rsplit("/", 1)[-1]
-    if name.lower().endswith(".zarr"):
-        name = name[: -len(".zarr")]
+    for suffix in (".zarr.zip", ".zarr"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")[:180]
     return cleaned if re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", cleaned) else "dataset"
 
 
 def _is_our_demo_store(out: str, storage_options: dict[str, Any] | None) -> bool:
     """Whether ``out`` holds a finished demo store written by this command."""
+    from .formats.store import archive
     from .formats.store.read import StoreReader
     from .storage import Target
 
     target = Target.from_url(out, storage_options)
-    target.check_access()
+    archive.check_access(target, zipped=archive.is_zip_name(out))
     try:
         return str(StoreReader(target).array("uns/cellucid/id")) == DEMO_ID
     except Exception:  # absent or unreadable: not ours; prepare() says what is wrong with it
@@ -499,7 +544,7 @@ def _export_store(
     storage_options: dict[str, Any] | None,
     input_options: dict[str, Any] | None,
 ) -> int:
-    """``export --format zarr``: the Cellucid-ready AnnData store of cellucid 0.9.5+."""
+    """``export --format zarr|zarr.zip``: the Cellucid-ready AnnData store of cellucid 0.9.5+."""
     from .api import prepare
     from .options import parse_memory
 
@@ -521,17 +566,25 @@ def _export_store(
         return 2
     args.out = args.out_option or args.out
     demo = args.input is None
-    out = args.out or (DEMO_STORE if demo else None)
+    suffix = ".zarr.zip" if args.format == "zarr.zip" else ".zarr"
+    out = args.out or ((DEMO_STORE if suffix == ".zarr" else DEMO_STORE + ".zip") if demo else None)
     if out is None:
         print(
-            "error: give the output store: dask-cellucid export INPUT OUT.zarr --format zarr",
+            f"error: give the output store: dask-cellucid export INPUT OUT{suffix} "
+            f"--format {args.format}",
             file=sys.stderr,
         )
         return 2
-    if not out.rstrip("/").lower().endswith(".zarr"):
+    name = out.rstrip("/").lower()
+    if not name.endswith(suffix) or (suffix == ".zarr" and name.endswith(".zarr.zip")):
+        stem = out.rstrip("/")
+        for known in (".zarr.zip", ".zarr"):
+            if stem.lower().endswith(known):
+                stem = stem[: -len(known)]
+                break
         print(
-            f"error: --format zarr writes a .zarr store, and OUT {out!r} does not end in .zarr; "
-            f"name it e.g. {out.rstrip('/')}.zarr",
+            f"error: --format {args.format} writes a {suffix} store, and OUT {out!r} does not "
+            f"end in {suffix}; name it e.g. {stem}{suffix}",
             file=sys.stderr,
         )
         return 2
@@ -546,6 +599,10 @@ def _export_store(
         "max_memory": max_memory,
         "progress": progress,
         "verify": args.verify,
+        "zarr_format": args.zarr_format,
+        **{
+            name: getattr(args, name) for name in _STORE_ONLY[1:] if getattr(args, name) is not None
+        },
     }
     if demo:
         from .datasets import demo as demo_data
@@ -589,7 +646,7 @@ def _export_store(
     )
     result = prepare(
         out,
-        format="zarr",
+        format=args.format,
         dataset_id=dataset_id,
         dataset_name=dataset_name,
         force=force,
