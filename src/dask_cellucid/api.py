@@ -370,9 +370,10 @@ def prepare(*args: Any, format: str | None = None, **kwargs: Any) -> Any:
       and ``var_manifest.json``), which the viewers of ``cellucid==0.0.9``
       (``layout="key"``) and ``cellucid==0.9.2`` (``layout="index"``) open.
       The arguments are those of :func:`prepare_folder`.
-    - ``prepare(out_path, format="zarr", data=adata, ...)``: the Cellucid-ready
-      AnnData store of ``cellucid>=0.9.5`` (what ``pip install cellucid``
-      gives), with cellucid 0.9.5's arguments: see
+    - ``prepare(out_path, format="zarr" | "zarr.zip", data=adata, ...)``: the
+      Cellucid-ready AnnData store of ``cellucid>=0.9.5`` (what ``pip install
+      cellucid`` gives; zarr v2 or ``zarr_format=3``, a ``.zarr`` folder or one
+      ``.zarr.zip`` file), with cellucid 0.9.5's arguments: see
       :func:`~dask_cellucid.store_api.prepare_store`.
 
     Both run on the same engine: Dask tasks over blocks of genes, any input
@@ -630,7 +631,8 @@ def validate(
 ) -> ValidationReport | StoreValidationReport:
     """Check an export folder, or a Cellucid-ready store, against its format.
 
-    A folder with ``.zmetadata``, or whose name ends in ``.zarr``, is a store
+    A folder with ``.zmetadata`` or a root ``zarr.json``, or whose name ends
+    in ``.zarr``, or a ``.zarr.zip`` file, is a store
     (:func:`~dask_cellucid.prepare_store`'s output): it is checked against the
     Cellucid-ready AnnData contract (the metadata, the chunking and codecs of
     ``X``, ``X/indptr``, every chunk of ``X/data`` present) and a
@@ -677,9 +679,10 @@ def read_genes(
     the missing marker becomes NaN; float32 payloads come back as written
     (see :func:`dask_cellucid.formats.folder.read.read_genes`).
 
-    From a Cellucid-ready store (a folder with ``.zmetadata``, or named
-    ``*.zarr``), genes are named as in its ``var`` index (or given by their
-    position in ``X``, as an int), and read as the browser reads them: the
+    From a Cellucid-ready store (a folder with ``.zmetadata`` or a root
+    ``zarr.json``, a folder named ``*.zarr``, or a ``*.zarr.zip`` file), genes
+    are named as in its ``var`` index (or given by their position in ``X``, as
+    an int), and read as the browser reads them: the
     consolidated metadata, ``X/indptr`` and the chunks covering each gene,
     nothing else. Values come back in the store's dtype.
 

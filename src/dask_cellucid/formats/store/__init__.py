@@ -1,4 +1,5 @@
-"""The Cellucid-ready AnnData store (zarr v2), as cellucid 0.9.5's ``prepare`` writes it.
+"""The Cellucid-ready AnnData store (zarr v2 or v3, a folder or one ``.zarr.zip``), as
+cellucid 0.9.5's ``prepare`` writes it.
 
 The format's own module map (this file imports none of them):
 
@@ -8,6 +9,7 @@ The format's own module map (this file imports none of them):
 - ``elements``: ``obs``, ``var``, ``obsm``, ``uns`` and the metadata, built in memory
   with zarr-python and anndata;
 - ``writer``: :class:`StoreWriter` (check, begin, jobs, finish) and the block task;
+- ``archive``: the ``.zarr.zip``: packed from the finished folder, read in place;
 - ``read``: one gene read as the browser reads it;
 - ``validate``: a store checked against the contract.
 """
