@@ -176,3 +176,32 @@ def test_verify_and_validate_a_zip_and_a_damaged_zip(tmp_path):
     assert not report.ok and "ZIP" in str(report)
     with pytest.raises(InvalidOptionError, match="ZIP"):
         StoreReader(bad)
+
+
+def test_entry_order_and_what_is_packed():
+    names = [
+        "zarr.json",
+        "X/data/c/10",
+        "X/zarr.json",
+        "X/data/c/9",
+        "obs/_index/c/0",
+        "uns/cellucid/id/c",
+        "X/c/0/1",
+        "X/c/0/0",
+    ]
+    assert sorted(names, key=archive.entry_order) == [
+        "X/c/0/0",
+        "X/c/0/1",
+        "X/data/c/9",
+        "X/data/c/10",
+        "obs/_index/c/0",
+        "uns/cellucid/id/c",
+        "X/zarr.json",
+        "zarr.json",
+    ]
+    assert not archive.is_store_file(".dask-cellucid/export.json")
+    assert not archive.is_store_file("X/data/c/.0.123.tmp")
+    assert archive.is_store_file(".zattrs")
+    assert archive.store_root(["a/b/zarr.json", "a/zarr.json", "a/c/0"]) == "a"
+    assert archive.store_root([".zgroup", "X/.zgroup"]) == ""
+    assert archive.store_root(["X/c/0"]) is None

@@ -43,6 +43,8 @@ ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 METADATA_NAMES = frozenset({".zarray", ".zattrs", ".zgroup", CONSOLIDATED, V3_METADATA})
 #: Entries read from object storage per request batch while packing.
 _BATCH = 256
+#: A run's own bookkeeping beside the store (a journal), never packed.
+RUN_FILES_DIR = ".dask-cellucid"
 
 
 def is_zip_name(path_or_url: Any) -> bool:
@@ -72,10 +74,16 @@ def _entry(name: str, size: int) -> zipfile.ZipInfo:
     return info
 
 
+def is_store_file(name: str) -> bool:
+    """Whether a file of the staging folder belongs in the archive: not a run's own
+    bookkeeping (:data:`RUN_FILES_DIR`) nor a temporary file a killed write left."""
+    return name.split("/", 1)[0] != RUN_FILES_DIR and not name.endswith(".tmp")
+
+
 def pack(folder: Target, archive: str) -> None:
     """Pack the store folder at ``folder`` into the local file ``archive`` (see the module)."""
     sizes = folder.sizes("")
-    names = sorted(sizes, key=entry_order)
+    names = sorted((n for n in sizes if is_store_file(n)), key=entry_order)
     with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as out:
         if folder.is_local:
             for name in names:
@@ -215,6 +223,7 @@ __all__ = [
     "check_access",
     "check_zip_destination",
     "entry_order",
+    "is_store_file",
     "is_zip_name",
     "pack",
     "pack_into_place",
