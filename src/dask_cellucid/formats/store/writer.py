@@ -10,6 +10,11 @@ On a local disk the store is written under a staging name beside
 store there. On object storage there is no rename: the chunks and documents go
 straight to ``out_path``, the consolidated metadata last (a re-run withdraws it
 first), and until it exists the store does not open in the browser.
+
+The consolidated metadata is ``.zmetadata`` in zarr v2 and the root
+``zarr.json`` in v3 (chunk keys ``c/0`` there). A ``.zarr.zip`` is written as
+a folder under a staging name (beside ``out_path``, on a local disk or in the
+bucket) and packed into one file at the end (:mod:`.archive`).
 """
 
 from __future__ import annotations
