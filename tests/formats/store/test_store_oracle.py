@@ -98,7 +98,12 @@ FORMS = {
     "above_65536_v3": (".zarr", 3),
     "counts_2_24_zip": (".zarr.zip", 2),
     "dense_tall_v3_zip": (".zarr.zip", 3),
+    "pbmc_sparse_v3_zip_auto": (".zarr.zip", 3),
 }
+
+#: Written with the default chunk encoder (libdeflate when installed): other deflate
+#: streams of the same values, so only the arrays and metadata are compared.
+AUTO_CODEC = {"pbmc_sparse_v3_zip_auto"}
 
 #: Arguments both cellucid 0.9.5 and prepare_store refuse, before anything is written.
 REFUSED = {
@@ -143,6 +148,11 @@ def oracle_cases(tmp_path_factory):
         )
         cases[name] = (path(name), np.asarray(pbmc.X, dtype=np.float32))
     sparse = _pbmc_sparse()
+    name = "pbmc_sparse_v3_zip_auto"
+    prepare_store(
+        path(name), data=sparse, dataset_id="pbmc68k.auto", dataset_name="PBMC auto", **fmt(name)
+    )
+    cases[name] = (path(name), sparse.X.toarray().astype(np.float32))
     for name, extra in (("pbmc_sparse", {}), ("pbmc_sparse_v3", IDENTITY)):
         _zlib_store(
             path(name),
@@ -242,7 +252,10 @@ def test_cellucid_095_reproduces_our_store(oracle_reports, case):
     assert report["zmetadata_equal"] is True
     assert report["arrays_differ"] == []
     assert report["only_ours"] == [] and report["only_ref"] == []
-    assert report["bytes_differ"] == []  # the same zlib: the same chunk bytes
+    if case in AUTO_CODEC:  # other gzip members of X's values; Blosc's indices the same
+        assert all(k.startswith("X/data/c/") for k in report["bytes_differ"])
+    else:
+        assert report["bytes_differ"] == []  # the same zlib: the same chunk bytes
 
 
 @pytest.mark.slow
@@ -254,7 +267,8 @@ def test_v3_and_zip_are_what_cellucid_095_writes(oracle_reports, case):
     if suffix == ".zarr.zip":
         assert report["zip_root"] == ""  # the store at the top of the archive
         assert report["same_entry_order"] is True
-        assert report["same_archive_bytes"] is True
+        if case not in AUTO_CODEC:
+            assert report["same_archive_bytes"] is True
 
 
 @pytest.mark.slow
