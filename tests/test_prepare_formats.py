@@ -73,4 +73,25 @@ def test_signature_lists_both_forms_keywords() -> None:
     params = inspect.signature(dask_cellucid.prepare).parameters
     assert {"gene_expression", "out_dir", "var_quantization"} <= set(params)
     assert {"format", "data", "embeddings", "zarr_format"} <= set(params)
+    identity = {"dataset_description", "citation_text", "citation_url", "source_name"}
+    assert identity | {"source_url"} <= set(params)
     assert params["format"].default is None
+
+
+def test_cellucid_095_call_writes_a_v3_zarr_zip(tmp_path: Path) -> None:
+    a = _adata()
+    out = tmp_path / "a.zarr.zip"
+    prepare(
+        out,
+        format="zarr.zip",
+        data=a,
+        dataset_id="demo",
+        dataset_name="Demo",
+        citation_text="Cite us",
+        citation_url="https://example.org/cite",
+        zarr_format=3,
+    )
+    assert out.is_file()
+    got = dask_cellucid.read_genes(str(out))
+    np.testing.assert_array_equal(np.stack(list(got.values()), axis=1), a.X.toarray())
+    assert dask_cellucid.validate(str(out)).ok
