@@ -437,7 +437,19 @@ def prepare_store(
             ),
             source_token=token,
         )
-        writer = StoreWriter(plan, target, final, segs, elements, layout, force=force)
+        # what the chunk bytes depend on, whatever the cut into tasks: a re-run with
+        # another max_memory or worker count still finishes an interrupted store
+        fingerprint = Plan(
+            n_cells=n_cells,
+            gene_ids=ids,
+            source_columns=tuple(columns),
+            block_sizes=(n_genes,),
+            options=plan.options,
+            source_token=token,
+        ).fingerprint()
+        writer = StoreWriter(
+            plan, target, final, segs, elements, layout, force=force, fingerprint=fingerprint
+        )
         writer.check()
         try:
             if segs:

@@ -14,6 +14,7 @@ first), and until it exists the store does not open in the browser.
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
 import shutil
@@ -24,7 +25,7 @@ import numpy as np
 
 from dask_cellucid.errors import TargetExistsError
 
-from . import kernels
+from . import journal, kernels
 from .elements import Elements, XLayout, metadata_files
 from .spec import CONSOLIDATED, strip_chunks
 
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     from dask_cellucid.types import Plan
 
     from .segments import Segment
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +52,7 @@ class SparseJob:
     dtype: str
     indices_dtype: str
     codec: str = "zlib"
+    fingerprint: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,12 +63,18 @@ class DenseJob:
     chunks: tuple[int, int]
     dtype: str
     codec: str = "zlib"
+    fingerprint: str = ""
 
 
 def write_segment(
     block: Any, job: SparseJob | DenseJob, target: Target, flush_group: str | None = None
 ) -> list[Any]:
-    """Encode one segment's whole chunks and write them; return ``(kind, first, stop)``."""
+    """Encode one segment's whole chunks, write them, then the segment's journal record.
+
+    Returns ``[(kind, first, stop)]``. The record is written only once the
+    chunks are durable (with a ``flush_group``, perhaps after this returns:
+    the engine awaits the group before :meth:`StoreWriter.finish`).
+    """
     if isinstance(job, DenseJob):
         arr = block.toarray() if hasattr(block, "toarray") else np.asarray(block)
         arr = arr.astype(job.dtype, copy=False)
@@ -97,9 +107,19 @@ def write_segment(
             if indices is not None:
                 named.append((f"X/indices/{c}", indices))
         record = ("sparse", job.first_chunk, job.stop_chunk)
+    kind, first, stop = record
+    rel, body = journal.segment_record(
+        job.fingerprint, kind, first, stop, {path: len(payload) for path, payload in named}
+    )
     if named:
         paths, payloads = zip(*named, strict=True)
-        target.write_payloads(list(paths), list(payloads), lambda: None, flush_group=flush_group)
+
+        def write_record() -> None:
+            target.write({rel: body})
+
+        target.write_payloads(list(paths), list(payloads), write_record, flush_group=flush_group)
+    else:
+        target.write({rel: body})
     return [record]
 
 
@@ -120,12 +140,17 @@ class StoreResult:
     sparse: bool
     n_tasks: int
     seconds: float
+    #: Segment tasks an earlier, interrupted run had finished (not run again).
+    n_tasks_reused: int = 0
 
     def __str__(self) -> str:
         what = f"{self.nnz:,} stored values" if self.sparse else "dense"
+        reused = ""
+        if self.n_tasks_reused:
+            reused = f", {self.n_tasks_reused} reused from an earlier run"
         return (
             f"wrote {self.path}: {self.n_cells:,} cells x {self.n_genes:,} genes ({what}, "
-            f"{self.dtype}) in {self.n_tasks} tasks, {self.seconds:.2f} s"
+            f"{self.dtype}) in {self.n_tasks} tasks{reused}, {self.seconds:.2f} s"
         )
 
 
@@ -145,6 +170,9 @@ class StoreWriter:
     elements: Elements = field(repr=False)
     layout: XLayout = field(repr=False)
     force: bool = False
+    #: What the chunk bytes depend on (see :mod:`.journal`); resuming needs it.
+    fingerprint: str = ""
+    n_reused: int = field(default=0, init=False)
 
     block_task = staticmethod(write_segment)
 
@@ -153,15 +181,40 @@ class StoreWriter:
         check_destination(self.final, force=self.force)
 
     def begin(self) -> list[int]:
-        """Withdraw an old store's consolidated metadata (object storage) or the staging folder."""
-        if self.final.is_local:
-            self.target.remove_tree("")
-        elif self.final.exists(CONSOLIDATED) or is_zarr_store(self.final):
+        """Resume an unfinished run of this same store, or withdraw what is there.
+
+        Returns the segments whose every chunk an earlier run wrote intact. An
+        old complete store (``force``) loses its consolidated metadata before
+        anything else, so no reader pairs it with new chunks; an unfinished run
+        of another store is discarded.
+        """
+        target, kind = self.target, ("sparse" if self.layout.sparse else "dense")
+        done: set[int] = set()
+        finished = self.final.exists(CONSOLIDATED) if not self.final.is_local else False
+        if finished:
             # a reader must never open a mix of the old store and this one
             self.final.remove(CONSOLIDATED)
             self.final.remove_tree("")
+        elif journal.read_fingerprint(target) == self.fingerprint and self.fingerprint:
+            done = journal.completed(target, self.fingerprint, kind)
+        elif self.final.is_local or journal.read_fingerprint(target) is not None:
+            # the staging folder, or an unfinished store of other data or settings
+            target.remove_tree("")
         self.target.prepare(*(("X/data", "X/indices") if self.layout.sparse else ("X",)))
-        return []
+        journal.begin(target, self.fingerprint)
+        skip = [
+            i
+            for i, seg in enumerate(self.segments)
+            if all(c in done for c in range(seg.first_chunk, seg.stop_chunk))
+        ]
+        if skip:
+            log.info(
+                "resuming: %d of %d segment tasks already written intact",
+                len(skip),
+                len(self.segments),
+            )
+        self.n_reused = len(skip)
+        return skip
 
     def jobs(self, skip: Sequence[int]) -> list[tuple[int, Any]]:
         done = set(skip)
@@ -183,10 +236,15 @@ class StoreWriter:
                     opts.dtype,
                     "int64" if self.plan.n_cells > 2**31 - 1 else "int32",
                     opts.codec,
+                    self.fingerprint,
                 )
             else:
                 job = DenseJob(
-                    seg.first_chunk, strip_chunks(*self.layout.shape), opts.dtype, opts.codec
+                    seg.first_chunk,
+                    strip_chunks(*self.layout.shape),
+                    opts.dtype,
+                    opts.codec,
+                    self.fingerprint,
                 )
             out.append((i, job))
         return out
@@ -197,6 +255,7 @@ class StoreWriter:
         self.target.prepare(*sorted({posixpath.dirname(k) for k in files} - {""}))
         self.target.write(files)
         self.target.write({CONSOLIDATED: consolidated})
+        journal.clear(self.target)
         if self.final.is_local and self.target.root != self.final.root:
             place(self.target.root, self.final.root)
         n_cells, n_genes = self.layout.shape
@@ -209,12 +268,17 @@ class StoreWriter:
             sparse=self.layout.sparse,
             n_tasks=len(self.segments),
             seconds=seconds,
+            n_tasks_reused=self.n_reused,
         )
 
     def abandon(self) -> None:
-        """Remove the staging folder of a failed local run."""
-        if self.final.is_local and self.target.root != self.final.root:
-            shutil.rmtree(self.target.root, ignore_errors=True)
+        """Say where a failed run's chunks are: the same call finishes the store from them."""
+        if self.target.exists(journal.JOURNAL_DIR + "/store.json"):
+            log.warning(
+                "the store is unfinished (its chunks so far are in %s); run the same export "
+                "again to finish it",
+                self.target.display_url,
+            )
 
 
 def check_destination(final: Target, *, force: bool) -> None:
@@ -233,15 +297,18 @@ def check_destination(final: Target, *, force: bool) -> None:
             )
             raise TargetExistsError(msg)
         return
-    if (final.exists(CONSOLIDATED) or is_zarr_store(final)) and not force:
+    unfinished = journal.read_fingerprint(final) is not None and not final.exists(CONSOLIDATED)
+    if force or unfinished:
+        return  # replaced, or an unfinished run of ours: finished or started over
+    if final.exists(CONSOLIDATED) or is_zarr_store(final):
         msg = f"{final.display_url} already holds a store; pass force=True to replace it."
         raise TargetExistsError(msg)
 
 
 def staging_path(final_root: str) -> str:
-    """The local staging folder beside ``final_root``."""
+    """The local staging folder beside ``final_root``: one name, so a re-run finds it."""
     parent, name = os.path.split(final_root.rstrip("/"))
-    return os.path.join(parent, f".{name}.{os.getpid()}.partial")
+    return os.path.join(parent, f".{name}.partial")
 
 
 def place(staging: str, final: str) -> None:
