@@ -34,6 +34,7 @@ from .formats.store.writer import (
     StoreWriter,
     check_destination,
     count_block,
+    count_rows,
     staging_path,
 )
 from .genes import make_unique
@@ -46,6 +47,15 @@ log = logging.getLogger("dask_cellucid")
 _BYTES_PER_STORED = 32
 #: Segment tasks per thread, at least (when there are enough chunks).
 _TASKS_PER_THREAD = 4
+#: Memory a row-counting task holds per stored value (positions, masks, a few indices).
+_COUNT_BYTES_PER_STORED = 24
+#: Stored values per row-counting task, at most: larger tasks only add memory.
+_COUNT_MAX_VALUES = 1 << 22
+
+
+def _count_values_per_task(task_memory: int) -> int:
+    """Stored values per row block of the counting pass, within one task's memory."""
+    return max(1, min(_COUNT_MAX_VALUES, task_memory // _COUNT_BYTES_PER_STORED))
 
 
 def _is_anndata(obj: Any) -> bool:
@@ -367,19 +377,38 @@ def prepare_store(
             n_threads=n_threads,
         )
         sizes = planning.block_sizes(n_genes, per)
-        x = source.column_blocks(columns, sizes)
-        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int)
-        stats = run_blocks(
-            x,
-            count_block,
-            [(i, int(s)) for i, s in enumerate(starts)],
-            sparse,
-            compute=compute,
-            name=f"count-{token[:8]}",
-            n_items=n_genes,
-            progress=progress,
-            desc="Counting values",
-        )
+        rows = source.row_blocks(_count_values_per_task(task_memory)) if sparse else None
+        if rows is not None:
+            # by rows, as stored: counting needs no transposition
+            positions = np.full(source.shape[1], -1, dtype=np.int64)
+            positions[columns] = np.arange(n_genes)
+            parts = run_blocks(
+                rows,
+                count_rows,
+                [(i, i) for i in range(rows.numblocks[0])],
+                positions,
+                n_genes,
+                compute=compute,
+                name=f"count-{token[:8]}",
+                n_items=rows.numblocks[0],
+                progress=progress,
+                desc="Counting values",
+            )
+            stats = [kernels.sum_stats(parts)]
+        else:
+            x = source.column_blocks(columns, sizes)
+            starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int)
+            stats = run_blocks(
+                x,
+                count_block,
+                [(i, int(s)) for i, s in enumerate(starts)],
+                sparse,
+                compute=compute,
+                name=f"count-{token[:8]}",
+                n_items=n_genes,
+                progress=progress,
+                desc="Counting values",
+            )
         bad = np.concatenate([s.bad for s in sorted(stats, key=lambda s: s.start)])
         if bad.any():
             which = [ids[j] for j in np.flatnonzero(bad)]

@@ -105,10 +105,63 @@ def block_stats(block: Any, start: int, *, sparse: bool) -> BlockStats:
     integral, max_abs = value_stats(np.asarray(ok).reshape(-1))
     nnz32 = counts
     if sparse and data.dtype.kind == "f" and data.dtype.itemsize > 4:
-        nz32 = data.astype(np.float32) != 0
+        with np.errstate(over="ignore"):  # beyond float32: counted as bad already
+            nz32 = data.astype(np.float32) != 0
         if not nz32.all():
             nnz32 = per_gene(nz32)
     return BlockStats(start, counts, nnz32, bad, integral, max_abs)
+
+
+def row_block_stats(rows: Any, positions: np.ndarray, n_genes: int) -> BlockStats:
+    """The first pass over a block of rows (CSR, no duplicate entries), for every gene at once.
+
+    ``positions[c]`` is the export position of the input's column ``c``, or -1
+    when the column is not exported. Counts as :func:`block_stats` does for the
+    same values taken by columns (explicit zeros are not stored values), with
+    no transposition: one ``bincount`` per kind of count. Blocks combine with
+    :func:`sum_stats`.
+    """
+    data, pos = np.asarray(rows.data), positions[rows.indices]
+    if data.dtype.kind == "b":
+        data = data.astype(np.uint8)
+    if data.dtype.kind not in "iuf":
+        msg = f"the matrix holds {data.dtype} values; real numbers are needed"
+        raise TypeError(msg)
+    keep = (pos >= 0) & (data != 0)
+    if not keep.all():
+        data, pos = data[keep], pos[keep]
+    nnz = np.bincount(pos, minlength=n_genes).astype(np.int64)
+    bad = np.zeros(n_genes, dtype=np.int64)
+    ok = data
+    if data.dtype.kind == "f":
+        bad_entry = ~np.isfinite(data)
+        if data.dtype.itemsize > 4:
+            with np.errstate(invalid="ignore"):
+                bad_entry |= np.abs(data) > FLOAT32_MAX
+        if bad_entry.any():
+            bad = np.bincount(pos[bad_entry], minlength=n_genes).astype(np.int64)
+            ok = data[~bad_entry]
+    integral, max_abs = value_stats(ok)
+    nnz32 = nnz
+    if data.dtype.kind == "f" and data.dtype.itemsize > 4:
+        with np.errstate(over="ignore"):  # beyond float32: counted as bad already
+            nz32 = data.astype(np.float32) != 0
+        if not nz32.all():
+            nnz32 = np.bincount(pos[nz32], minlength=n_genes).astype(np.int64)
+    return BlockStats(0, nnz, nnz32, bad, integral, max_abs)
+
+
+def sum_stats(parts: list[BlockStats]) -> BlockStats:
+    """The statistics of several row blocks of the same genes, as of one block."""
+    first = parts[0]
+    return BlockStats(
+        first.start,
+        np.sum([p.nnz for p in parts], axis=0),
+        np.sum([p.nnz32 for p in parts], axis=0),
+        np.sum([p.bad for p in parts], axis=0),
+        all(p.integral for p in parts),
+        max(p.max_abs for p in parts),
+    )
 
 
 def stored_dtype(input_dtype: np.dtype[Any], *, integral: bool, max_abs: float) -> str:

@@ -128,6 +128,13 @@ def count_block(block: Any, start: int, sparse: bool) -> list[kernels.BlockStats
     return [kernels.block_stats(block, start, sparse=sparse)]
 
 
+def count_rows(
+    block: Any, job: int, positions: np.ndarray, n_genes: int
+) -> list[kernels.BlockStats]:
+    """The first pass's task over a block of rows: per-gene counts of every gene."""
+    return [kernels.row_block_stats(block, positions, n_genes)]
+
+
 @dataclass(frozen=True)
 class StoreResult:
     """What :func:`~dask_cellucid.store_api.prepare_store` wrote."""
