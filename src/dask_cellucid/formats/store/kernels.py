@@ -196,6 +196,29 @@ def _libdeflate(raw: bytes) -> bytes:
 #: about 3x faster and a little smaller.
 CHUNK_CODECS = {"zlib": _zlib, "libdeflate": _libdeflate}
 
+#: A values chunk whose first bytes deflate (level 1) to more than this share of
+#: their size is nearly incompressible: continuous floats, such as values
+#: normalised by per-cell size factors. On such chunks level 6's lazy match
+#: search costs about twice level 1's time and finds nothing more (measured on
+#: the benchmark's M: 0.8743 of the raw size at level 6, 0.8704 at level 1).
+_INCOMPRESSIBLE = 0.8
+_SAMPLE_BYTES = 4096
+
+
+def _libdeflate_values(raw: bytes) -> bytes:
+    """libdeflate at level 6, or at level 1 for a chunk that a sample shows incompressible.
+
+    Only for unshuffled values: a shuffled chunk starts with its low bytes, a
+    sample that says nothing of the rest.
+    """
+    import deflate
+
+    if len(raw) >= 4 * _SAMPLE_BYTES:
+        sample = len(deflate.zlib_compress(raw[:_SAMPLE_BYTES], 1))
+        if sample > _INCOMPRESSIBLE * _SAMPLE_BYTES:
+            return bytes(deflate.zlib_compress(raw, 1))
+    return bytes(deflate.zlib_compress(raw, DEFLATE_LEVEL))
+
 
 def encode_chunk(
     values: np.ndarray, chunk_shape: tuple[int, ...], *, shuffle: bool, codec: str = "zlib"
@@ -214,6 +237,8 @@ def encode_chunk(
     raw = np.ascontiguousarray(values).view(np.uint8).reshape(-1)
     if shuffle and values.dtype.itemsize > 1:
         raw = np.ascontiguousarray(raw.reshape(-1, values.dtype.itemsize).T).reshape(-1)
+    if codec == "libdeflate" and not shuffle:
+        return _libdeflate_values(raw.tobytes())
     return CHUNK_CODECS[codec](raw.tobytes())
 
 
