@@ -137,9 +137,7 @@ def compare(
     rows: dict[str, list[dict]] = {w: [] for w in writers}
     for _ in range(repeats):
         for writer, python in writers.items():
-            rows[writer].append(
-                run_one(python, writer, path, backed=backed, max_memory=max_memory)
-            )
+            rows[writer].append(run_one(python, writer, path, backed=backed, max_memory=max_memory))
     return {w: _summary(r) for w, r in rows.items()}
 
 

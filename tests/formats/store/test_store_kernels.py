@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import zlib
 
 import numpy as np
 import pytest
@@ -132,3 +133,21 @@ def test_dense_segments():
         (0, 2, 0, 6),
         (2, 4, 6, 10),
     ]
+
+
+@pytest.mark.parametrize("kind", ["continuous", "counts", "short"])
+def test_libdeflate_values_chunks_decode_exactly(kind):
+    # continuous floats take the level-1 path, counts level 6; both are plain zlib
+    pytest.importorskip("deflate")
+    rng = np.random.default_rng(1)
+    n = 65536 if kind != "short" else 100
+    if kind == "counts":
+        values = rng.negative_binomial(2, 0.5, n).astype(np.float32)
+    else:
+        values = rng.random(n).astype(np.float32) * 7
+    got = kernels.encode_chunk(values, (65536,), shuffle=False, codec="libdeflate")
+    back = kernels.decode_chunk(got, "<f4", (65536,), shuffle=False)
+    np.testing.assert_array_equal(back[:n], values)
+    assert not back[n:].any()
+    level6 = zlib.compress(np.pad(values, (0, 65536 - n)).tobytes(), 6)
+    assert len(got) <= 1.01 * len(level6)
