@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
+from dask_cellucid import storage
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
@@ -29,13 +31,7 @@ _RECORDS = f"{JOURNAL_DIR}/chunks"
 
 def read_fingerprint(target: Target) -> str | None:
     """The fingerprint of the unfinished store in ``target``, if there is one."""
-    raw = target.read(_HEAD)
-    if raw is None:
-        return None
-    try:
-        return str(json.loads(raw)["fingerprint"])
-    except (ValueError, KeyError, TypeError):
-        return "<unreadable>"
+    return storage.read_fingerprint(target, _HEAD)
 
 
 def begin(target: Target, fingerprint: str) -> None:
