@@ -123,6 +123,14 @@ def _gene_names(
             raise InvalidOptionError(msg)
         names = [str(v) for v in var[column]]  # type: ignore[index]
     unique = make_unique(names)
+    renamed = [(a, b) for a, b in zip(names, unique, strict=True) if a != b]
+    if renamed:
+        # as cellucid 0.9.5 does: repeated names are made unique, and said so
+        log.warning(
+            "%d repeated gene name(s) were made unique the anndata way, e.g. %s",
+            len(renamed),
+            ", ".join(f"{a!r} -> {b!r}" for a, b in renamed[:3]),
+        )
     shown = unique if column is None else make_unique([str(v) for v in var[column]])
     return unique, shown
 
