@@ -92,8 +92,8 @@ class ScipySource(Source):
 
     def row_blocks(self, values_per_block: int) -> da.Array | None:
         x = self.array
-        if x.format != "csr" or not x.has_canonical_format:
-            return None  # duplicates are summed by the column pass's canonical CSC
+        if x.format != "csr":
+            return None
         name, source, layer = _new_layer("cellucid-rows", x)
         ranges = _row_ranges(x.indptr, values_per_block)
         for i, (r0, r1) in enumerate(ranges):
@@ -149,7 +149,6 @@ def _row_view(source: _Sliceable, r0: int, r1: int) -> sp.csr_matrix:
     view = sp.csr_matrix((r1 - r0, x.shape[1]), dtype=x.dtype)
     view.data, view.indices = x.data[p0:p1], x.indices[p0:p1]
     view.indptr = x.indptr[r0 : r1 + 1] - x.indptr.dtype.type(p0)
-    view.has_canonical_format = True
     return view
 
 

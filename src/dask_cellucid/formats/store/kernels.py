@@ -113,7 +113,7 @@ def block_stats(block: Any, start: int, *, sparse: bool) -> BlockStats:
 
 
 def row_block_stats(rows: Any, positions: np.ndarray, n_genes: int) -> BlockStats:
-    """The first pass over a block of rows (CSR, no duplicate entries), for every gene at once.
+    """The first pass over a block of rows (CSR), for every gene at once.
 
     ``positions[c]`` is the export position of the input's column ``c``, or -1
     when the column is not exported. Counts as :func:`block_stats` does for the
@@ -121,6 +121,10 @@ def row_block_stats(rows: Any, positions: np.ndarray, n_genes: int) -> BlockStat
     no transposition: one ``bincount`` per kind of count. Blocks combine with
     :func:`sum_stats`.
     """
+    if not rows.has_canonical_format:
+        # duplicates lie within a row: summing them here is exact (on a copy)
+        rows = sp.csr_matrix(rows, copy=True)
+        rows.sum_duplicates()
     data, pos = np.asarray(rows.data), positions[rows.indices]
     if data.dtype.kind == "b":
         data = data.astype(np.uint8)
