@@ -18,7 +18,8 @@ from dask_cellucid.testing import assert_matches_dense_export, random_matrix
 @st.composite
 def csr_and_groups(draw: st.DrawFn) -> tuple[sp.csr_matrix, np.ndarray, list[int]]:
     """A CSR matrix with sorted rows (some with duplicate entries), a column
-    selection in increasing order and its split into consecutive groups."""
+    selection in increasing order and its split into consecutive groups (a
+    column may end one group and start the next)."""
     n_rows = draw(st.integers(1, 40))
     n_cols = draw(st.integers(1, 30))
     density = draw(st.floats(0, 1))
@@ -35,6 +36,12 @@ def csr_and_groups(draw: st.DrawFn) -> tuple[sp.csr_matrix, np.ndarray, list[int
     cols = np.flatnonzero(keep) if any(keep) else np.arange(n_cols)
     cuts = draw(st.sets(st.integers(1, max(1, len(cols) - 1)), max_size=5))
     splits = sorted({0, len(cols), *(c for c in cuts if c < len(cols))})
+    if draw(st.booleans()):
+        # the store's segments: a column ends one group and starts the next
+        groups = [cols[a:b] for a, b in itertools.pairwise(splits)]
+        groups = [groups[0]] + [np.concatenate([[p[-1]], g]) for p, g in itertools.pairwise(groups)]
+        cols = np.concatenate(groups)
+        splits = [0, *np.cumsum([len(g) for g in groups]).tolist()]
     return x, cols, splits
 
 
@@ -44,7 +51,8 @@ def test_each_group_equals_scipys_column_slice(case, step, parts) -> None:
     x, cols, splits = case
     assert _memory._row_table_applies(x, cols)
     source = _memory._Sliceable(x)
-    bounds = [int(cols[a]) for a in splits[:-1]] + [int(cols[-1]) + 1]
+    ranges = [(int(cols[a]), int(cols[b - 1]) + 1) for a, b in itertools.pairwise(splits)]
+    bounds = sorted({c for r in ranges for c in r})
     edges = np.linspace(0, x.shape[0], parts + 1).astype(int)
     table = [
         _memory._row_starts(source, int(r0), int(r1), bounds, step_values=step)
@@ -52,7 +60,8 @@ def test_each_group_equals_scipys_column_slice(case, step, parts) -> None:
         if r1 > r0
     ]
     for g, (a, b) in enumerate(itertools.pairwise(splits)):
-        got = _memory._csc_of_group(source, table, g, cols[a:b])
+        lo, hi = bounds.index(ranges[g][0]), bounds.index(ranges[g][1])
+        got = _memory._csc_of_group(source, table, lo, hi, cols[a:b])
         want = sp.csc_matrix(x[:, cols[a:b]])
         want.sum_duplicates()
         assert got.shape == want.shape

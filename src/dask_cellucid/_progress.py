@@ -57,12 +57,32 @@ def run(
     ) as bar:
         if compute.client is not None:
             return _run_distributed(tasks, compute.client, bar)
-        kw: dict[str, Any] = {"scheduler": compute.local}
+        kw: dict[str, Any] = {"scheduler": _local_get(compute.local)}
         threads = num_workers or compute.num_workers
         if threads:
             kw["num_workers"] = threads
         with _BlockBar(bar):
             return list(dask.compute(*tasks, **kw))
+
+
+def _local_get(name: str | None) -> Any:
+    """The local scheduler's get function itself.
+
+    Dask resolves a scheduler *name* by first importing ``distributed``, when
+    installed, to look for a Client: 0.4 s on the first call of a process,
+    for a client that :mod:`._scheduler` has already ruled out.
+    """
+    if name == "synchronous":
+        from dask.local import get_sync
+
+        return get_sync
+    if name == "processes":
+        from dask.multiprocessing import get as get_processes
+
+        return get_processes
+    from dask.threaded import get as get_threads
+
+    return get_threads
 
 
 def _run_distributed(tasks: Sequence[Delayed], client: Any, bar: tqdm) -> list[list[Any]]:

@@ -34,6 +34,7 @@ from .formats.store.writer import (
     StoreWriter,
     check_destination,
     count_block,
+    count_rows,
     staging_target,
 )
 from .genes import make_unique
@@ -46,6 +47,15 @@ log = logging.getLogger("dask_cellucid")
 _BYTES_PER_STORED = 32
 #: Segment tasks per thread, at least (when there are enough chunks).
 _TASKS_PER_THREAD = 4
+#: Memory a row-counting task holds per stored value (positions, masks, a few indices).
+_COUNT_BYTES_PER_STORED = 24
+#: Stored values per row-counting task, at most: larger tasks only add memory.
+_COUNT_MAX_VALUES = 1 << 22
+
+
+def _count_values_per_task(task_memory: int) -> int:
+    """Stored values per row block of the counting pass, within one task's memory."""
+    return max(1, min(_COUNT_MAX_VALUES, task_memory // _COUNT_BYTES_PER_STORED))
 
 
 def _is_anndata(obj: Any) -> bool:
@@ -108,6 +118,14 @@ def _gene_names(
             raise InvalidOptionError(msg)
         names = [str(v) for v in var[column]]  # type: ignore[index]
     unique = make_unique(names)
+    renamed = [(a, b) for a, b in zip(names, unique, strict=True) if a != b]
+    if renamed:
+        # as cellucid 0.9.5 does: repeated names are made unique, and said so
+        log.warning(
+            "%d repeated gene name(s) were made unique the anndata way, e.g. %s",
+            len(renamed),
+            ", ".join(f"{a!r} -> {b!r}" for a, b in renamed[:3]),
+        )
     shown = unique if column is None else make_unique([str(v) for v in var[column]])
     return unique, shown
 
@@ -273,8 +291,10 @@ def prepare_store(
         The chunks' deflate encoder (zlib streams in zarr v2, gzip members in
         v3): ``"auto"`` (libdeflate when installed, else zlib),
         ``"libdeflate"`` (about 3x faster than zlib; other, equally standard
-        streams) or ``"zlib"`` (the chunk bytes cellucid 0.9.5 writes, byte for
-        byte). Blosc chunks (v3 ``X/indices``) are numcodecs' either way.
+        streams; level 1 for a values chunk that a 4 KiB sample shows nearly
+        incompressible, where level 6 gains nothing) or ``"zlib"`` (the chunk
+        bytes cellucid 0.9.5 writes, byte for byte). Blosc chunks (v3
+        ``X/indices``) are numcodecs' either way.
     chunk_values
         Values per chunk of ``X/data`` and ``X/indices``: 65,536, the
         contract's; smaller only for tests.
@@ -424,19 +444,38 @@ def prepare_store(
             n_threads=n_threads,
         )
         sizes = planning.block_sizes(n_genes, per)
-        x = source.column_blocks(columns, sizes)
-        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int)
-        stats = run_blocks(
-            x,
-            count_block,
-            [(i, int(s)) for i, s in enumerate(starts)],
-            sparse,
-            compute=compute,
-            name=f"count-{token[:8]}",
-            n_items=n_genes,
-            progress=progress,
-            desc="Counting values",
-        )
+        rows = source.row_blocks(_count_values_per_task(task_memory)) if sparse else None
+        if rows is not None:
+            # by rows, as stored: counting needs no transposition
+            positions = np.full(source.shape[1], -1, dtype=np.int64)
+            positions[columns] = np.arange(n_genes)
+            parts = run_blocks(
+                rows,
+                count_rows,
+                [(i, i) for i in range(rows.numblocks[0])],
+                positions,
+                n_genes,
+                compute=compute,
+                name=f"count-{token[:8]}",
+                n_items=rows.numblocks[0],
+                progress=progress,
+                desc="Counting values",
+            )
+            stats = [kernels.sum_stats(parts)]
+        else:
+            x = source.column_blocks(columns, sizes)
+            starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int)
+            stats = run_blocks(
+                x,
+                count_block,
+                [(i, int(s)) for i, s in enumerate(starts)],
+                sparse,
+                compute=compute,
+                name=f"count-{token[:8]}",
+                n_items=n_genes,
+                progress=progress,
+                desc="Counting values",
+            )
         bad = np.concatenate([s.bad for s in sorted(stats, key=lambda s: s.start)])
         if bad.any():
             which = [ids[j] for j in np.flatnonzero(bad)]
@@ -501,7 +540,19 @@ def prepare_store(
             ),
             source_token=token,
         )
-        writer = StoreWriter(plan, target, final, segs, elements, layout, force=force)
+        # what the chunk bytes depend on, whatever the cut into tasks: a re-run with
+        # another max_memory or worker count still finishes an interrupted store
+        fingerprint = Plan(
+            n_cells=n_cells,
+            gene_ids=ids,
+            source_columns=tuple(columns),
+            block_sizes=(n_genes,),
+            options=plan.options,
+            source_token=token,
+        ).fingerprint()
+        writer = StoreWriter(
+            plan, target, final, segs, elements, layout, force=force, fingerprint=fingerprint
+        )
         writer.check()
         try:
             if segs:

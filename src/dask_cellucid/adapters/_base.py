@@ -97,6 +97,16 @@ class Source:
         """A cheap digest that changes when the values change (:func:`content_token`)."""
         return content_token(self.array)
 
+    def row_blocks(self, values_per_block: int) -> da.Array | None:
+        """The whole matrix as CSR blocks of rows (every column), each of about
+        ``values_per_block`` stored values, where rows are the input's own order
+        and reading them costs no transposition; else None.
+
+        A pass that only counts per gene (the store's first pass) reads these
+        instead of column blocks.
+        """
+        return None
+
     def column_blocks(self, columns: Sequence[int], block_sizes: Sequence[int]) -> da.Array:
         """A Dask array of the chosen columns, in order, one chunk per block."""
         x = self.array

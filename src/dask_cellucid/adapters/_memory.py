@@ -90,6 +90,18 @@ class ScipySource(Source):
             return _csc_column_blocks(csc, block_sizes, meta)
         return _csr_column_blocks(x, cols, block_sizes, meta)
 
+    def row_blocks(self, values_per_block: int) -> da.Array | None:
+        x = self.array
+        if x.format != "csr":
+            return None
+        name, source, layer = _new_layer("cellucid-rows", x)
+        ranges = _row_ranges(x.indptr, values_per_block)
+        for i, (r0, r1) in enumerate(ranges):
+            layer[(name, i, 0)] = (_row_view, source, r0, r1)
+        chunks = (tuple(r1 - r0 for r0, r1 in ranges), (x.shape[1],))
+        graph = HighLevelGraph.from_collections(name, layer, dependencies=())
+        return da.Array(graph, name, chunks, meta=sp.csr_matrix((0, 0), dtype=x.dtype))
+
 
 def _csc_column_blocks(csc: sp.csc_matrix, block_sizes: Sequence[int], meta: Any) -> da.Array:
     """Column blocks of a CSC matrix, each a view of its arrays.
@@ -130,6 +142,16 @@ def _column_block_array(
     return da.Array(graph, name, chunks, meta=meta)
 
 
+def _row_view(source: _Sliceable, r0: int, r1: int) -> sp.csr_matrix:
+    """Rows ``r0:r1`` of a CSR matrix as views of its arrays (scipy's slice copies them)."""
+    x = source._x
+    p0, p1 = int(x.indptr[r0]), int(x.indptr[r1])
+    view = sp.csr_matrix((r1 - r0, x.shape[1]), dtype=x.dtype)
+    view.data, view.indices = x.data[p0:p1], x.indices[p0:p1]
+    view.indptr = x.indptr[r0 : r1 + 1] - x.indptr.dtype.type(p0)
+    return view
+
+
 def _view_of_columns(source: _Sliceable, a: int, b: int) -> sp.csc_matrix:
     return _column_slice(source._x, a, b, canonical=False)
 
@@ -152,14 +174,20 @@ def _csr_column_blocks(
     spans = [(starts[k], starts[min(k + per_group, n_blocks)]) for k in first_blocks]
     if _row_table_applies(x, cols):
         # Sorted rows: one shared pass finds where every row enters every
-        # group, so a group costs only its own entries (not a full pass).
-        bounds = [int(cols[a]) for a, _ in spans] + [int(cols[-1]) + 1]
+        # group, so a group costs only its own entries (not a full pass). A
+        # column may end one group and start the next (the store's segments
+        # share the gene across a chunk boundary): bounds are the groups'
+        # first columns and ends, each once.
+        ranges = [(int(cols[a]), int(cols[b - 1]) + 1) for a, b in spans]
+        bounds = sorted({c for r in ranges for c in r})
+        at = {c: i for i, c in enumerate(bounds)}
         table = []
         for i, (r0, r1) in enumerate(_row_ranges(x.indptr)):
             table.append((f"{name}-rows", i))
             layer[table[-1]] = (_row_starts, source, r0, r1, bounds)
         for g, (a, b) in enumerate(spans):
-            layer[(f"{name}-group", g)] = (_csc_of_group, source, table, g, cols[a:b])
+            lo, hi = at[ranges[g][0]], at[ranges[g][1]]
+            layer[(f"{name}-group", g)] = (_csc_of_group, source, table, lo, hi, cols[a:b])
     else:
         for g, (a, b) in enumerate(spans):
             layer[(f"{name}-group", g)] = (_csc_of_columns, source, cols[a:b])
@@ -186,15 +214,16 @@ def _row_table_applies(x: sp.csr_matrix, cols: np.ndarray) -> bool:
     return (
         x.indices.dtype in (np.int32, np.int64)
         and x.nnz <= np.iinfo(x.indices.dtype).max
-        and bool(np.all(np.diff(cols) > 0))
+        and bool(np.all(np.diff(cols) >= 0))
         and bool(x.has_sorted_indices)  # scipy checks once and caches the answer
     )
 
 
-def _row_ranges(indptr: np.ndarray) -> list[tuple[int, int]]:
-    """Row ranges of about :data:`_TABLE_PART_VALUES` stored values each."""
+def _row_ranges(indptr: np.ndarray, values_per_part: int | None = None) -> list[tuple[int, int]]:
+    """Row ranges of about ``values_per_part`` (:data:`_TABLE_PART_VALUES`) stored values each."""
     n_rows, nnz = len(indptr) - 1, int(indptr[-1])
-    n_parts = max(1, min(n_rows, -(-nnz // _TABLE_PART_VALUES)))
+    per = values_per_part or _TABLE_PART_VALUES
+    n_parts = max(1, min(n_rows, -(-nnz // max(1, per))))
     edges = np.searchsorted(indptr, np.linspace(0, nnz, n_parts + 1)[1:-1])
     edges = np.unique(np.concatenate([[0], np.clip(edges, 0, n_rows), [n_rows]]))
     return [(int(a), int(b)) for a, b in itertools.pairwise(edges)]
@@ -232,19 +261,19 @@ def _row_starts(
 
 
 def _csc_of_group(
-    source: _Sliceable, table: list[np.ndarray], g: int, cols: np.ndarray
+    source: _Sliceable, table: list[np.ndarray], lo: int, hi: int, cols: np.ndarray
 ) -> sp.csc_matrix:
-    """Columns ``cols`` (the ``g``-th group) of a CSR matrix with sorted rows, as canonical CSC.
+    """Columns ``cols`` (non-decreasing) of a CSR matrix with sorted rows, as canonical CSC.
 
-    Row ``r``'s entries in the group are ``[table[r, g], table[r, g + 1])``.
+    Row ``r``'s entries in the group are ``[table[r, lo], table[r, hi])``.
     Interleaved with the gaps between them, these ranges form a valid
     ``indptr`` over the matrix's own arrays, so a strided row slice copies out
     exactly the group's entries: work in proportion to the group, not the matrix.
     """
     x = source._x
     n = x.shape[0]
-    starts = np.concatenate([part[:, g] for part in table])
-    ends = np.concatenate([part[:, g + 1] for part in table])
+    starts = np.concatenate([part[:, lo] for part in table])
+    ends = np.concatenate([part[:, hi] for part in table])
     indptr = np.empty(2 * n + 2, x.indices.dtype)
     indptr[0], indptr[-1] = 0, x.nnz
     indptr[1:-1:2], indptr[2:-1:2] = starts, ends
@@ -256,7 +285,8 @@ def _csc_of_group(
     csc.sum_duplicates()
     a, b = int(cols[0]), int(cols[-1]) + 1
     csc = _column_slice(csc, a, b)
-    return csc if b - a == len(cols) else sp.csc_matrix(csc[:, cols - a])
+    contiguous = b - a == len(cols) and bool(np.all(np.diff(cols) == 1))
+    return csc if contiguous else sp.csc_matrix(csc[:, cols - a])
 
 
 def _csc_of_columns(source: _Sliceable, cols: np.ndarray) -> sp.csc_matrix:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ._local import await_flushes
 from ._retry import ATTEMPTS, is_transient
-from .target import CONTENT_TYPE, DEFAULT_POOL, JSON_CONTENT_TYPE, Target
+from .target import CONTENT_TYPE, DEFAULT_POOL, JSON_CONTENT_TYPE, Target, read_fingerprint
 
 __all__ = [
     "ATTEMPTS",
@@ -19,4 +19,5 @@ __all__ = [
     "Target",
     "await_flushes",
     "is_transient",
+    "read_fingerprint",
 ]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import posixpath
@@ -654,3 +655,18 @@ def _endpoint_of(err: BaseException) -> str:
     # the request's URL: keep the scheme and host
     m = re.match(r"[a-z][a-z0-9+.-]*://[^/]+", str(url))
     return _USERINFO.sub(r"\1", m.group(0) if m else str(url))
+
+
+def read_fingerprint(target: Target, rel: str) -> str | None:
+    """The ``fingerprint`` of the JSON document ``rel`` (an unfinished run's journal head).
+
+    None when there is no such file; ``"<unreadable>"`` when it holds no
+    fingerprint (a run cut short while writing it), which matches no plan.
+    """
+    raw = target.read(rel)
+    if raw is None:
+        return None
+    try:
+        return str(json.loads(raw)["fingerprint"])
+    except (ValueError, KeyError, TypeError):
+        return "<unreadable>"

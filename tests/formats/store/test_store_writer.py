@@ -285,3 +285,24 @@ def test_libdeflate_chunks_hold_the_same_values_as_zlib_chunks(tmp_path):
         differ += a != b
     assert differ  # the other encoder was used
     np.testing.assert_array_equal(ad.read_zarr(fast).X.toarray(), ad.read_zarr(z).X.toarray())
+
+
+def test_repeated_gene_names_are_made_unique_and_said(tmp_path, caplog):
+    m = _matrix()
+    var = _inputs()[1]
+    var.index = ["TP53", "TP53", *[f"G{j}" for j in range(2, N_GENES)]]
+    with caplog.at_level("WARNING"):
+        out, _ = _write(tmp_path, m, var=var)
+    assert list(ad.read_zarr(out).var_names[:2]) == ["TP53", "TP53-1"]
+    assert "'TP53' -> 'TP53-1'" in caplog.text
+
+
+def test_csr_with_duplicate_entries_is_summed(tmp_path):
+    # counted by rows, written by columns: both passes must sum the duplicates alike
+    m = _matrix()
+    doubled = sp.csr_matrix(
+        (np.repeat(m.data, 2), np.repeat(m.indices, 2), m.indptr * 2), shape=m.shape
+    )
+    assert not doubled.has_canonical_format
+    out, _ = _write(tmp_path, doubled)
+    _check_round_trip(out, sp.csr_matrix(m * 2))

@@ -14,6 +14,8 @@ import dataclasses
 import json
 from typing import TYPE_CHECKING
 
+from dask_cellucid import storage
+
 from .spec import MANIFEST_NAME, VAR_DIR, GeneEntry
 
 if TYPE_CHECKING:
@@ -29,13 +31,7 @@ _BLOCKS = f"{JOURNAL_DIR}/blocks"
 
 def read_fingerprint(target: Target) -> str | None:
     """The fingerprint of the unfinished export in ``target``, if there is one."""
-    raw = target.read(_HEAD)
-    if raw is None:
-        return None
-    try:
-        return str(json.loads(raw)["fingerprint"])
-    except (ValueError, KeyError, TypeError):
-        return "<unreadable>"
+    return storage.read_fingerprint(target, _HEAD)
 
 
 def begin(target: Target, plan: Plan) -> None:

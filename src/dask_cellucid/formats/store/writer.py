@@ -19,6 +19,7 @@ bucket) and packed into one file at the end (:mod:`.archive`).
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
 import shutil
@@ -29,7 +30,7 @@ import numpy as np
 
 from dask_cellucid.errors import TargetExistsError
 
-from . import archive, kernels
+from . import archive, journal, kernels
 from .elements import Elements, XLayout, metadata_files
 from .spec import CONSOLIDATED, V3_METADATA, chunk_name, consolidated_name, strip_chunks
 
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
     from dask_cellucid.types import Plan
 
     from .segments import Segment
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +57,7 @@ class SparseJob:
     dtype: str
     indices_dtype: str
     codec: str = "zlib"
+    fingerprint: str = ""
     zarr_format: int = 2
 
 
@@ -65,13 +69,19 @@ class DenseJob:
     chunks: tuple[int, int]
     dtype: str
     codec: str = "zlib"
+    fingerprint: str = ""
     zarr_format: int = 2
 
 
 def write_segment(
     block: Any, job: SparseJob | DenseJob, target: Target, flush_group: str | None = None
 ) -> list[Any]:
-    """Encode one segment's whole chunks and write them; return ``(kind, first, stop)``."""
+    """Encode one segment's whole chunks, write them, then the segment's journal record.
+
+    Returns ``[(kind, first, stop)]``. The record is written only once the
+    chunks are durable (with a ``flush_group``, perhaps after this returns:
+    the engine awaits the group before :meth:`StoreWriter.finish`).
+    """
     if isinstance(job, DenseJob):
         arr = block.toarray() if hasattr(block, "toarray") else np.asarray(block)
         arr = arr.astype(job.dtype, copy=False)
@@ -106,15 +116,32 @@ def write_segment(
             if indices is not None:
                 named.append((f"X/indices/{key}", indices))
         record = ("sparse", job.first_chunk, job.stop_chunk)
+    kind, first, stop = record
+    rel, body = journal.segment_record(
+        job.fingerprint, kind, first, stop, {path: len(payload) for path, payload in named}
+    )
     if named:
         paths, payloads = zip(*named, strict=True)
-        target.write_payloads(list(paths), list(payloads), lambda: None, flush_group=flush_group)
+
+        def write_record() -> None:
+            target.write({rel: body})
+
+        target.write_payloads(list(paths), list(payloads), write_record, flush_group=flush_group)
+    else:
+        target.write({rel: body})
     return [record]
 
 
 def count_block(block: Any, start: int, sparse: bool) -> list[kernels.BlockStats]:  # noqa: FBT001
     """The first pass's task: per-gene counts of one block (nothing is written)."""
     return [kernels.block_stats(block, start, sparse=sparse)]
+
+
+def count_rows(
+    block: Any, job: int, positions: np.ndarray, n_genes: int
+) -> list[kernels.BlockStats]:
+    """The first pass's task over a block of rows: per-gene counts of every gene."""
+    return [kernels.row_block_stats(block, positions, n_genes)]
 
 
 @dataclass(frozen=True)
@@ -129,12 +156,17 @@ class StoreResult:
     sparse: bool
     n_tasks: int
     seconds: float
+    #: Segment tasks an earlier, interrupted run had finished (not run again).
+    n_tasks_reused: int = 0
 
     def __str__(self) -> str:
         what = f"{self.nnz:,} stored values" if self.sparse else "dense"
+        reused = ""
+        if self.n_tasks_reused:
+            reused = f", {self.n_tasks_reused} reused from an earlier run"
         return (
             f"wrote {self.path}: {self.n_cells:,} cells x {self.n_genes:,} genes ({what}, "
-            f"{self.dtype}) in {self.n_tasks} tasks, {self.seconds:.2f} s"
+            f"{self.dtype}) in {self.n_tasks} tasks{reused}, {self.seconds:.2f} s"
         )
 
 
@@ -154,6 +186,9 @@ class StoreWriter:
     elements: Elements = field(repr=False)
     layout: XLayout = field(repr=False)
     force: bool = False
+    #: What the chunk bytes depend on (see :mod:`.journal`); resuming needs it.
+    fingerprint: str = ""
+    n_reused: int = field(default=0, init=False)
 
     block_task = staticmethod(write_segment)
 
@@ -162,19 +197,46 @@ class StoreWriter:
         check_destination(self.final, force=self.force, zipped=self.plan.options.zipped)
 
     def begin(self) -> list[int]:
-        """Withdraw an old store's consolidated metadata (object storage) or the staging folder."""
+        """Resume an unfinished run of this same store, or withdraw what is there.
+
+        Returns the segments whose every chunk an earlier run wrote intact. An
+        old complete store (``force``) loses its consolidated metadata before
+        anything else, so no reader pairs it with new chunks; an unfinished run
+        of another store is discarded. A ``.zarr.zip`` is replaced only when
+        the new one is packed: its staging folder is what resumes.
+        """
+        target, kind = self.target, ("sparse" if self.layout.sparse else "dense")
         opts = self.plan.options
-        if self.final.is_local or opts.zipped:
-            self.target.remove_tree("")
-        elif self.final.exists(CONSOLIDATED) or is_zarr_store(self.final):
+        done: set[int] = set()
+        in_place = not (self.final.is_local or opts.zipped)
+        finished = in_place and (self.final.exists(CONSOLIDATED) or self.final.exists(V3_METADATA))
+        if finished:
             # a reader must never open a mix of the old store and this one
             self.final.remove(CONSOLIDATED)
             self.final.remove(V3_METADATA)
             self.final.remove_tree("")
+        elif journal.read_fingerprint(target) == self.fingerprint and self.fingerprint:
+            done = journal.completed(target, self.fingerprint, kind)
+        elif not in_place or journal.read_fingerprint(target) is not None:
+            # the staging folder, or an unfinished store of other data or settings
+            target.remove_tree("")
         grid = "" if opts.zarr_format == 2 else "/c"
         arrays = ("X/data", "X/indices") if self.layout.sparse else ("X",)
         self.target.prepare(*(f"{a}{grid}" for a in arrays))
-        return []
+        journal.begin(target, self.fingerprint)
+        skip = [
+            i
+            for i, seg in enumerate(self.segments)
+            if all(c in done for c in range(seg.first_chunk, seg.stop_chunk))
+        ]
+        if skip:
+            log.info(
+                "resuming: %d of %d segment tasks already written intact",
+                len(skip),
+                len(self.segments),
+            )
+        self.n_reused = len(skip)
+        return skip
 
     def jobs(self, skip: Sequence[int]) -> list[tuple[int, Any]]:
         done = set(skip)
@@ -196,7 +258,8 @@ class StoreWriter:
                     opts.dtype,
                     "int64" if self.plan.n_cells > 2**31 - 1 else "int32",
                     opts.codec,
-                    opts.zarr_format,
+                    self.fingerprint,
+                    zarr_format=opts.zarr_format,
                 )
             else:
                 job = DenseJob(
@@ -204,7 +267,8 @@ class StoreWriter:
                     strip_chunks(*self.layout.shape),
                     opts.dtype,
                     opts.codec,
-                    opts.zarr_format,
+                    self.fingerprint,
+                    zarr_format=opts.zarr_format,
                 )
             out.append((i, job))
         return out
@@ -216,6 +280,7 @@ class StoreWriter:
         self.target.prepare(*sorted({posixpath.dirname(k) for k in files} - {""}))
         self.target.write(files)
         self.target.write({consolidated_name(zarr_format): consolidated})
+        journal.clear(self.target)
         if self.plan.options.zipped:
             archive.pack_into_place(self.target, self.final)
         elif self.final.is_local and self.target.root != self.final.root:
@@ -230,14 +295,17 @@ class StoreWriter:
             sparse=self.layout.sparse,
             n_tasks=len(self.segments),
             seconds=seconds,
+            n_tasks_reused=self.n_reused,
         )
 
     def abandon(self) -> None:
-        """Remove the staging folder of a failed local run (or of any ``.zarr.zip`` run)."""
-        if self.final.is_local and self.target.root != self.final.root:
-            shutil.rmtree(self.target.root, ignore_errors=True)
-        elif self.plan.options.zipped:
-            self.target.remove_tree("")
+        """Say where a failed run's chunks are: the same call finishes the store from them."""
+        if self.target.exists(journal.JOURNAL_DIR + "/store.json"):
+            log.warning(
+                "the store is unfinished (its chunks so far are in %s); run the same export "
+                "again to finish it",
+                self.target.display_url,
+            )
 
 
 def check_destination(final: Target, *, force: bool, zipped: bool = False) -> None:
@@ -262,15 +330,18 @@ def check_destination(final: Target, *, force: bool, zipped: bool = False) -> No
             )
             raise TargetExistsError(msg)
         return
-    if (final.exists(CONSOLIDATED) or is_zarr_store(final)) and not force:
+    unfinished = journal.read_fingerprint(final) is not None and not final.exists(CONSOLIDATED)
+    if force or unfinished:
+        return  # replaced, or an unfinished run of ours: finished or started over
+    if final.exists(CONSOLIDATED) or is_zarr_store(final):
         msg = f"{final.display_url} already holds a store; pass force=True to replace it."
         raise TargetExistsError(msg)
 
 
 def staging_path(final_root: str) -> str:
-    """The local staging folder beside ``final_root``."""
+    """The local staging folder beside ``final_root``: one name, so a re-run finds it."""
     parent, name = os.path.split(final_root.rstrip("/"))
-    return os.path.join(parent, f".{name}.{os.getpid()}.partial")
+    return os.path.join(parent, f".{name}.partial")
 
 
 def staging_target(final: Target, *, zipped: bool = False) -> Target:
@@ -280,7 +351,7 @@ def staging_target(final: Target, *, zipped: bool = False) -> Target:
         return type(final).from_url(staging_path(final.root))
     if zipped:
         parent, name = final.url.rstrip("/").rsplit("/", 1)
-        return type(final)(f"{parent}/.{name}.{os.getpid()}.partial", final.storage_options)
+        return type(final)(f"{parent}/.{name}.partial", final.storage_options)
     return final
 
 
