@@ -99,6 +99,15 @@ FORMS = {
     "counts_2_24_zip": (".zarr.zip", 2),
     "dense_tall_v3_zip": (".zarr.zip", 3),
     "pbmc_sparse_v3_zip_auto": (".zarr.zip", 3),
+    # every kind of input gives the store 0.9.5 writes from it
+    "input_csc": (".zarr", 2),
+    "input_dask": (".zarr", 2),
+    "input_backed_h5ad": (".zarr", 2),
+    "input_numpy": (".zarr", 2),
+    # empty genes and cells, one gene, cells just past a chunk of 65,536
+    "empty_genes_and_cells": (".zarr", 2),
+    "single_gene": (".zarr", 2),
+    "cells_65537": (".zarr", 2),
 }
 
 #: Written with the default chunk encoder (libdeflate when installed): other deflate
@@ -200,7 +209,64 @@ def oracle_cases(tmp_path_factory):
             **fmt(name),
         )
         cases[name] = (path(name), tall)
+    _input_kinds(base, cases, path)
     return cases
+
+
+def _input_kinds(base, cases, path):
+    """The synthetic matrix given as CSC, Dask, a backed .h5ad and NumPy; the edge cases."""
+    import anndata as ad
+    import dask.array as da
+
+    m, obs, var, emb = _synthetic(20000)
+    backed = base / "input.h5ad"
+    ad.AnnData(X=m.astype(np.float32), obs=obs, var=var, obsm=emb).write_h5ad(backed)
+    dense = m.toarray().astype(np.float32)
+    kinds = {
+        "input_csc": sp.csc_matrix(m),
+        "input_dask": da.from_array(dense, chunks=(70, 90)).map_blocks(
+            sp.csr_matrix, meta=sp.csr_matrix((0, 0), dtype=np.float32)
+        ),
+        "input_backed_h5ad": None,
+        "input_numpy": dense,
+    }
+    for name, x in kinds.items():
+        given = (
+            {"data": ad.read_h5ad(backed, backed="r")}
+            if x is None
+            else {"gene_expression": x, "obs": obs, "var": var, "embeddings": emb}
+        )
+        _zlib_store(
+            path(name),
+            dataset_id=name,
+            dataset_name=f"Case {name}",
+            scheduler="threads",
+            max_memory="64MB",
+            **given,
+        )
+        cases[name] = (path(name), dense)
+    empty = m.toarray().astype(np.float32)
+    empty[:, :7] = 0
+    empty[:11] = 0
+    one = m[:, [5]].toarray().astype(np.float32)
+    rng = np.random.default_rng(7)
+    tall = sp.random(65537, 4, density=0.3, format="csr", random_state=rng, dtype=np.float32)
+    for name, x in (
+        ("empty_genes_and_cells", sp.csr_matrix(empty)),
+        ("single_gene", sp.csr_matrix(one)),
+        ("cells_65537", tall),
+    ):
+        n, g = x.shape
+        _zlib_store(
+            path(name),
+            gene_expression=x,
+            var=pd.DataFrame(index=[f"G{j}" for j in range(g)]),
+            embeddings={"X_umap": np.random.default_rng(1).normal(size=(n, 2))},
+            dataset_id=name,
+            dataset_name=f"Case {name}",
+            scheduler="threads",
+        )
+        cases[name] = (path(name), x.toarray().astype(np.float32))
 
 
 @pytest.fixture(scope="module")
