@@ -40,6 +40,7 @@ import dask
 import dask.array as da
 import numpy as np
 import scipy.sparse as sp
+from dask.highlevelgraph import HighLevelGraph
 
 from dask_cellucid.errors import InvalidOptionError, UnsupportedInputError
 
@@ -137,6 +138,23 @@ class FileSource(Source):
         if not self.is_sparse:
             return self.dtype.itemsize + 4 + 4
         return 4 + self.density * (self.dtype.itemsize + 4 + 4 + 8 + 8)
+
+    def row_blocks(self, values_per_block: int) -> da.Array | None:
+        """CSR storage read by slabs of rows, as stored: no transposition, no scratch."""
+        if not (self.is_sparse and self._info.encoding == "csr_matrix"):
+            return None
+        n_cells, n_genes = self.shape
+        per_row = max(1.0, (self._info.nnz or 0) / max(1, n_cells))
+        rows = int(min(n_cells, self.slab_rows(), max(_MIN_SLAB_ROWS, values_per_block // per_row)))
+        starts = list(range(0, n_cells, max(1, rows)))
+        name = f"cellucid-file-rows-{uuid.uuid4().hex}"
+        layer = {
+            (name, i, 0): (_read_rows, self._info.ref, r0, min(r0 + rows, n_cells))
+            for i, r0 in enumerate(starts)
+        }
+        chunks = (tuple(min(r0 + rows, n_cells) - r0 for r0 in starts), (n_genes,))
+        graph = HighLevelGraph.from_collections(name, layer, dependencies=())
+        return da.Array(graph, name, chunks, meta=sp.csr_matrix((0, 0), dtype=self.dtype))
 
     # -- the graph --------------------------------------------------------------------
     def column_blocks(self, columns: Sequence[int], block_sizes: Sequence[int]) -> da.Array:

@@ -306,3 +306,36 @@ def test_csr_with_duplicate_entries_is_summed(tmp_path):
     assert not doubled.has_canonical_format
     out, _ = _write(tmp_path, doubled)
     _check_round_trip(out, sp.csr_matrix(m * 2))
+
+
+def test_backed_csr_is_counted_by_rows_and_spilled_once(tmp_path, caplog):
+    # the first pass reads row slabs as stored (no scratch); only the write pass spills
+    import dask
+
+    m = _matrix(5)
+    obs, var, emb = _inputs()
+    path = tmp_path / "in.h5ad"
+    ad.AnnData(X=m, obs=obs, var=var, obsm=dict(emb)).write_h5ad(path)
+    backed = ad.read_h5ad(path, backed="r")
+    out = tmp_path / "rows.zarr"
+    with dask.config.set({"cellucid.csr-strategy": "spill"}), caplog.at_level("INFO"):
+        prepare_store(
+            out,
+            data=backed,
+            dataset_id="rows",
+            dataset_name="Rows",
+            chunk_values=50,
+            max_memory="64MiB",
+            scheduler="threads",
+        )
+    backed.file.close()
+    assert caplog.text.count("spilling CSC shards") == 1
+    _check_round_trip_values(out, m)
+
+
+def _check_round_trip_values(out, m):
+    a = ad.read_zarr(out)
+    np.testing.assert_array_equal(a.X.toarray(), m.toarray())
+    reader = StoreReader(str(out))
+    for j in range(m.shape[1]):
+        np.testing.assert_array_equal(reader.read_gene(j), m.toarray()[:, j])
