@@ -51,6 +51,7 @@ from dask.base import tokenize
 
 from dask_cellucid._graph import READ_PREFIX
 from dask_cellucid.errors import InvalidOptionError, UnsupportedInputError
+from dask_cellucid.options import process_rss
 
 from ._base import Source
 from ._stack import column_counts, put_piece, stacked_layout
@@ -260,6 +261,17 @@ class FileSource(Source):
                 "more (or fewer workers)."
             )
             raise InvalidOptionError(msg)
+        base = process_rss()
+        if base and self.max_memory < base + least:
+            log.warning(
+                "max_memory=%s is below what this process already holds (%s: the interpreter "
+                "and libraries) plus the least the reader needs (%s): the process's peak "
+                "memory will exceed it. Pass max_memory='%s' or more to bound the whole process.",
+                _size(self.max_memory),
+                _size(base),
+                _size(least),
+                _size(2 * base + least),
+            )
 
     def selected_nnz_bytes(self, n_selected: int) -> float:
         """Estimated bytes of the selected genes' stored values (value + int32 row index)."""
