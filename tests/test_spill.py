@@ -19,7 +19,7 @@ import pytest
 import scipy.sparse as sp
 
 from dask_cellucid import prepare
-from dask_cellucid.adapters import as_source
+from dask_cellucid.adapters import _stack, as_source
 from dask_cellucid.adapters._stack import put_piece, stacked_layout
 from dask_cellucid.testing import random_matrix
 
@@ -51,9 +51,11 @@ def _pieces(rng: np.random.Generator, n_cols: int) -> list[sp.csc_matrix]:
     return out
 
 
+@pytest.mark.parametrize("copy", ["by-value", "by-column"])
 @pytest.mark.parametrize("seed", range(5))
-def test_stacked_pieces_equal_vstack(seed: int) -> None:
+def test_stacked_pieces_equal_vstack(seed: int, copy: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Pieces copied in, in any order, give scipy's vstack (canonical CSC) exactly."""
+    monkeypatch.setattr(_stack, "_SLICE_COPY_MIN", 10**9 if copy == "by-value" else 0)
     rng = np.random.default_rng(seed)
     n_cols = 9
     pieces = _pieces(rng, n_cols)
@@ -64,7 +66,8 @@ def test_stacked_pieces_equal_vstack(seed: int) -> None:
         p = pieces[k]
         # as read from a shard: a range of a wider piece, so indptr starts past 0
         shift = int(rng.integers(0, 50))
-        put_piece(out, int(k), p.indptr + shift, p.indices, p.data, int(row0[k]))
+        indices = p.indices.astype(np.uint16) if k % 2 else p.indices  # as in a shard
+        put_piece(out, int(k), p.indptr + shift, indices, p.data, int(row0[k]))
     want = sp.csc_matrix(sp.vstack(pieces, format="csc"))
     want.sort_indices()
     np.testing.assert_array_equal(out.indptr, want.indptr)

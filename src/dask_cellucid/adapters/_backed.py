@@ -95,7 +95,11 @@ class Selection:
 
 @dataclass(frozen=True)
 class Shard:
-    """One slab's CSC piece in a scratch file: ``indptr`` (int64), ``indices`` (int32), ``data``."""
+    """One slab's CSC piece in a scratch file: ``indptr`` (int64), ``indices``, ``data``.
+
+    Row indices are local to the slab: uint16 when the slab has at most 65,536
+    rows (a quarter less scratch to write and read back), int32 otherwise.
+    """
 
     path: str
     row0: int
@@ -103,11 +107,12 @@ class Shard:
     n_cols: int
     nnz: int
     dtype: str
+    index_dtype: str = "<i4"
 
     def offsets(self) -> tuple[int, int]:
         """Byte offsets of ``indices`` and ``data`` in the file."""
         at = 8 * (self.n_cols + 1)
-        return at, at + 4 * self.nnz
+        return at, at + np.dtype(self.index_dtype).itemsize * self.nnz
 
 
 @dataclass(frozen=True)
@@ -512,20 +517,22 @@ def _write_shard(
 ) -> Shard:
     """Read a slab, convert it to CSC over the selected genes, write it raw to ``path``.
 
-    Layout: ``indptr`` (int64, ``n_sel + 1``), ``indices`` (int32, nnz), ``data``.
-    Written under a temporary name and renamed, so a reader never sees half a shard.
+    Layout: ``indptr`` (int64, ``n_sel + 1``), ``indices`` (uint16 or int32, nnz:
+    see :class:`Shard`), ``data``. Written under a temporary name and renamed,
+    so a reader never sees half a shard.
     """
     csc = _select_csc(_read_rows(ref, r0, r1), selection, 0, n_sel)
+    index_dtype = np.dtype(np.uint16 if r1 - r0 <= 2**16 else np.int32)
     tmp = f"{path}.tmp"
     with open(tmp, "wb") as f:
         for arr in (
             np.asarray(csc.indptr, dtype=np.int64),
-            np.asarray(csc.indices, dtype=np.int32),
+            np.asarray(csc.indices, dtype=index_dtype),
             csc.data,
         ):
             f.write(memoryview(np.ascontiguousarray(arr)).cast("B"))
     os.replace(tmp, path)
-    return Shard(path, r0, r1 - r0, n_sel, int(csc.nnz), csc.data.dtype.str)
+    return Shard(path, r0, r1 - r0, n_sel, int(csc.nnz), csc.data.dtype.str, index_dtype.str)
 
 
 def _missing(path: str, err: OSError) -> UnsupportedInputError:
@@ -577,7 +584,8 @@ def _regroup(
         for k, (fd, shard, ptr) in enumerate(zip(fds, shards, ptrs, strict=True)):
             a, b = int(ptr[0]), int(ptr[-1])
             at_indices, at_data = shard.offsets()
-            indices = _pread(fd, np.dtype(np.int32), at_indices + 4 * a, b - a)
+            index_dtype = np.dtype(shard.index_dtype)
+            indices = _pread(fd, index_dtype, at_indices + index_dtype.itemsize * a, b - a)
             data = _pread(fd, dtype, at_data + dtype.itemsize * a, b - a)
             put_piece(out, k, ptr, indices, data, shard.row0)
             del indices, data

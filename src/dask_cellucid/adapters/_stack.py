@@ -15,6 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# Values per column from which a piece is copied column by column (slices)
+# rather than value by value (an index per value).
+_SLICE_COPY_MIN = 32
+
 
 @dataclass
 class Stacked:
@@ -56,22 +60,33 @@ def put_piece(
     """Copy piece ``k`` (CSC over the output's columns, rows from ``row0``) into ``out``.
 
     ``indptr`` may start anywhere (a range of a larger piece): only its
-    differences count. ``indices``/``data`` hold exactly ``indptr[-1] - indptr[0]``
-    values.
+    differences count. ``indices`` (any integer dtype, rows of the piece) and
+    ``data`` hold exactly ``indptr[-1] - indptr[0]`` values.
     """
     local = np.asarray(indptr, dtype=np.int64) - int(indptr[0])
     n = int(local[-1])
     if n == 0:
         return
     counts = np.diff(local)
+    # rows of the output (int32), whatever the piece's index dtype
+    rows = np.add(indices, np.int32(row0), dtype=np.int32) if row0 else indices
+    if n >= _SLICE_COPY_MIN * len(counts):
+        # long column runs: one slice copy per column beats an index per value
+        full = counts > 0
+        for a, b, at in zip(
+            local[:-1][full].tolist(),
+            local[1:][full].tolist(),
+            out.starts[k][full].tolist(),
+            strict=True,
+        ):
+            out.indices[at : at + b - a] = rows[a:b]
+            out.data[at : at + b - a] = data[a:b]
+        return
     # destination of each value: its column's start in the output, plus its
     # offset inside its column
     dest = np.repeat(out.starts[k] - local[:-1], counts)
     dest += np.arange(n, dtype=np.int64)
-    if row0:
-        out.indices[dest] = indices + np.int32(row0)
-    else:
-        out.indices[dest] = indices
+    out.indices[dest] = rows
     out.data[dest] = data
 
 
