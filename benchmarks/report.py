@@ -403,7 +403,7 @@ def render(
             ),
             "",
         ]
-    lines += [METHOD]
+    lines += [METHOD, ATLAS]
     return "\n".join(lines) + "\n"
 
 
@@ -459,4 +459,63 @@ METHOD = """## Method
   Float32 output must be bit-exact ("exact").
 - **Noise**: this machine is shared; repeats are interleaved and the median is
   reported, so ratios within one run are more trustworthy than absolute times.
+"""
+
+
+# Measured separately (benchmarks/atlas.py, opt-in): kept on the page when it is regenerated.
+ATLAS = """## Atlas scale (out of core, opt-in)
+
+Not part of the run above: `benchmarks/atlas.py` (its docstring says how to
+write the two files, about 5 minutes and 14 GB of disk, and run it). Each
+file is a CSR `.h5ad` written in row blocks by anndata (never in memory), 8 %
+non-zero, exported by the command line (folder, 8-bit, gzip 6, 2 threads) in
+a fresh process under `/usr/bin/time -v`, both cases in one run. The reader
+spills: one pass over the file writes a CSC shard per row slab, then regroup
+tasks interleave the shards by groups of genes for the block tasks
+(`adapters/_backed.py`). Phases are cut at the reader's `read/transpose done`
+log line; I/O from `/proc/<pid>/io` (`rchar`/`wchar`: bytes through
+syscalls; `read_bytes`: bytes the disk had to supply, i.e. page-cache misses).
+
+2026-12-07, 2 shared cores (load average 1.3 before the first case, 3.4
+before the second), 23.5 GiB RAM, ext4; the same two files for both runs;
+"before" is the code before the change (one block task read its columns from
+every shard: 642,000 small reads for the large case), run the same way under
+heavier load (5.1-5.2):
+
+| input | stored values | max_memory | before: time, values/s, peak RSS | after: time | after: values/s | after: CPU | after: peak RSS |
+|---|---:|---|---|---:|---:|---:|---:|
+| 500,000 x 4,000, 1.31 GB | 160 M | 600MB | 39.2 s, 4.1 M/s, 466 MB | 19.3 s | 8.29 M | 135 % | 427 MB (0.71x) |
+| 2,000,000 x 10,000, 12.94 GB | 1.60 B | 1GB | 375.2 s, 4.3 M/s, 708 MB | 198.5 s | 8.06 M | 117 % | 687 MB (0.69x) |
+
+The 1.6 B case runs at 0.97x the values/s of the 160 M case (before: the
+issue measured 0.53x on a quieter machine: 347 s against 18.4 s).
+
+Per phase, after (1.6 B case; the 160 M case in brackets):
+
+| phase | wall s | CPU | read (syscalls) | read from disk | written | read syscalls |
+|---|---:|---:|---:|---:|---:|---:|
+| read/transpose: the file once, shards out | 47.7 (5.8) | 130 % (145 %) | 12.9 GB (1.33) | 3.4 GB (0.08) | 9.6 GB (0.96) | 533 k (70 k) |
+| regroup, encode, write | 150.5 (13.3) | 109 % (127 %) | 22.4 GB (2.24) | 2.9 GB (0.01) | 15.0 GB (1.50) | 108 k (3.5 k) |
+
+Before, the 1.6 B case made 6.9 M read syscalls and read 37.6 GB through
+them (after: 0.64 M, 35.4 GB). In the second phase the reads are the shards
+(9.6 GB, three contiguous ranges per shard and group) and the block files
+(12.8 GB, one per block, removed once read); the writes are the block files
+and the 2.2 GB of output. The read phase is bounded by the disk and the
+CSR-to-CSC conversion (reading the file alone takes 28 s here); the second
+phase by the encoder: of the 381 thread-seconds py-spy sampled on the two
+worker threads, encoding and writing took 197, regrouping 75, loading the
+block files 7, and the read phase 80.
+
+Extrapolation to a 7.6 B-value atlas on this machine (for example
+9,500,000 x 10,000 at 8 %, a 61 GB file), `max_memory="1GB"`: the work per
+stored value is the same in every phase, so about 7.6 B / 8.06 M/s = 940 s
+(16 min), with the same peak RSS (slabs, groups and blocks have the same
+sizes; only their counts grow) and scratch of about 46 GB of shards plus
+the block files not yet read. The one term that grows faster than the data
+is the number of shard ranges read, slabs x groups (34 k ranges of ~290 KB
+here; about 1,500 x 500 = 760 k of ~60 KB there, some 2 M syscalls, tens of
+seconds); a larger budget shrinks both counts. Not measured: the 61 GB file
+does not fit this machine's page cache, so the read phase would be bounded
+by the disk.
 """

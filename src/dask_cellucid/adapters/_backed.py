@@ -575,23 +575,30 @@ def _regroup(
     :mod:`._stack`) and writes each block's columns to ``{stem}-{k}.bin``.
     """
     g0, g1 = bounds[0][0], bounds[-1][1]
-    fds = [_open_shard(s.path) for s in shards]
-    try:
-        ptrs = [_pread(fd, np.dtype(np.int64), 8 * g0, g1 - g0 + 1) for fd in fds]
-        counts = np.stack([column_counts(p) for p in ptrs]) if ptrs else np.zeros((0, g1 - g0))
-        dtype = np.dtype(shards[0].dtype) if shards else np.dtype(np.float32)
-        out = stacked_layout(counts, dtype)
-        for k, (fd, shard, ptr) in enumerate(zip(fds, shards, ptrs, strict=True)):
-            a, b = int(ptr[0]), int(ptr[-1])
-            at_indices, at_data = shard.offsets()
-            index_dtype = np.dtype(shard.index_dtype)
+    # Each shard is opened for one read at a time (not all at once: an atlas has
+    # more shards than a process may have open files).
+    ptrs = []
+    for shard in shards:
+        fd = _open_shard(shard.path)
+        try:
+            ptrs.append(_pread(fd, np.dtype(np.int64), 8 * g0, g1 - g0 + 1))
+        finally:
+            os.close(fd)
+    counts = np.stack([column_counts(p) for p in ptrs]) if ptrs else np.zeros((0, g1 - g0))
+    dtype = np.dtype(shards[0].dtype) if shards else np.dtype(np.float32)
+    out = stacked_layout(counts, dtype)
+    for k, (shard, ptr) in enumerate(zip(shards, ptrs, strict=True)):
+        a, b = int(ptr[0]), int(ptr[-1])
+        at_indices, at_data = shard.offsets()
+        index_dtype = np.dtype(shard.index_dtype)
+        fd = _open_shard(shard.path)
+        try:
             indices = _pread(fd, index_dtype, at_indices + index_dtype.itemsize * a, b - a)
             data = _pread(fd, dtype, at_data + dtype.itemsize * a, b - a)
-            put_piece(out, k, ptr, indices, data, shard.row0)
-            del indices, data
-    finally:
-        for fd in fds:
+        finally:
             os.close(fd)
+        put_piece(out, k, ptr, indices, data, shard.row0)
+        del indices, data
     files = []
     for k, (c0, c1) in enumerate(bounds):
         lo, hi = c0 - g0, c1 - g0
