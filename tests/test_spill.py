@@ -83,11 +83,19 @@ def _blocks(src: Any, cols: list[int], sizes: list[int]) -> list[sp.csc_matrix]:
     ]
 
 
+@pytest.mark.parametrize("rows", ["uint16", "int32"])
 @pytest.mark.parametrize("order", ["all", "subset"])
 def test_spilled_blocks_equal_the_matrix(
-    tmp_path: Path, csr_file: tuple[Path, sp.csr_matrix], order: str
+    tmp_path: Path,
+    csr_file: tuple[Path, sp.csr_matrix],
+    order: str,
+    rows: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Many shards and several groups of several blocks: every block exact."""
+    from dask_cellucid.adapters import _backed
+
+    monkeypatch.setattr(_backed, "_U16_ROWS", 2**16 if rows == "uint16" else 0)
     path, X = csr_file
     rng = np.random.default_rng(3)
     cols = list(range(N_GENES)) if order == "all" else [int(c) for c in rng.permutation(50)]

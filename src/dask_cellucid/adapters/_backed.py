@@ -75,6 +75,8 @@ _SLAB_BYTES_PER_NNZ_EXTRA = 4 + 1 + 4 + 8
 _MAX_SLAB_BYTES = 256 * 2**20
 _MIN_SLAB_ROWS = 16
 _TILE_BYTES = 32 * 2**20
+# Shards of slabs with at most this many rows keep their row indices as uint16.
+_U16_ROWS = 2**16
 # Memory a kept CSC piece costs per stored value beyond value + row index: the
 # block assembled from it while the piece is still held.
 _GROUP_OVERHEAD = 2.0
@@ -522,7 +524,7 @@ def _write_shard(
     so a reader never sees half a shard.
     """
     csc = _select_csc(_read_rows(ref, r0, r1), selection, 0, n_sel)
-    index_dtype = np.dtype(np.uint16 if r1 - r0 <= 2**16 else np.int32)
+    index_dtype = np.dtype(np.uint16 if r1 - r0 <= _U16_ROWS else np.int32)
     tmp = f"{path}.tmp"
     with open(tmp, "wb") as f:
         for arr in (
@@ -535,7 +537,8 @@ def _write_shard(
     return Shard(path, r0, r1 - r0, n_sel, int(csc.nnz), csc.data.dtype.str, index_dtype.str)
 
 
-def _missing(path: str, err: OSError) -> UnsupportedInputError:
+def _missing(path: str) -> UnsupportedInputError:
+    """The error for a scratch file that is not there (the workers do not share it)."""
     msg = (
         f"scratch file {path} is missing: the workers do not share the scratch "
         "folder. Set dask's 'temporary-directory' to a folder every worker sees, or "
@@ -562,7 +565,7 @@ def _open_shard(path: str) -> int:
     try:
         return os.open(path, os.O_RDONLY)
     except FileNotFoundError as err:
-        raise _missing(path, err) from err
+        raise _missing(path) from err
 
 
 def _regroup(
@@ -619,7 +622,7 @@ def _load_block(
     try:
         raw = np.fromfile(f.path, dtype=np.uint8)
     except FileNotFoundError as err:
-        raise _missing(f.path, err) from err
+        raise _missing(f.path) from err
     os.unlink(f.path)
     at = 8 * (f.n_cols + 1)
     indptr = raw[:at].view(np.int64)
