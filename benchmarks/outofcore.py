@@ -68,7 +68,14 @@ def _random_block(rng: np.random.Generator, n_major: int, n_minor: int, density:
     return indptr, minor.astype(np.int32), data
 
 
-def make(out: Path, n_cells: int, n_genes: int, density: float, seed: int = 0) -> None:
+def make(
+    out: Path,
+    n_cells: int,
+    n_genes: int,
+    density: float,
+    seed: int = 0,
+    formats: tuple[str, ...] = ("csr", "csc"),
+) -> None:
     """Write ``csr.h5ad`` (row blocks appended) and ``csc.h5ad`` (column blocks appended).
 
     Both are written by anndata (``write_h5ad`` for the frame, ``write_elem`` and
@@ -83,7 +90,7 @@ def make(out: Path, n_cells: int, n_genes: int, density: float, seed: int = 0) -
     var = pd.DataFrame(index=pd.Index([f"GENE{j}" for j in range(n_genes)]))
     rng = np.random.default_rng(seed)
     umap = rng.normal(size=(n_cells, 2)).astype(np.float32)
-    for fmt in ("csr", "csc"):
+    for fmt in formats:
         path = out / f"{fmt}.h5ad"
         t0 = time.perf_counter()
         ad.AnnData(obs=obs, var=var, obsm={"X_umap": umap}).write_h5ad(path)
@@ -218,6 +225,7 @@ def main() -> None:
     m.add_argument("--cells", type=int, default=200_000)
     m.add_argument("--genes", type=int, default=20_000)
     m.add_argument("--density", type=float, default=0.06)
+    m.add_argument("--formats", default="csr,csc", help="which files to write: csr, csc or both")
     f = sub.add_parser("floor")
     f.add_argument("path")
     r = sub.add_parser("run")
@@ -229,7 +237,7 @@ def main() -> None:
     r.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     if args.cmd == "make":
-        make(args.dir, args.cells, args.genes, args.density)
+        make(args.dir, args.cells, args.genes, args.density, formats=tuple(_split(args.formats)))
     elif args.cmd == "floor":
         print(json.dumps(floor(args.path)))
     else:

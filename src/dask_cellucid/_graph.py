@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     import dask.array as da
 
 TASK_PREFIX = "cellucid-block"
+#: Key prefix of the tasks that make the one pass over an input read out of core
+#: before any block can be built (row slabs of a CSR file, spill shards):
+#: progress counts them as the read phase.
+READ_PREFIX = "cellucid-read"
 
 
 def block_tasks(

@@ -171,6 +171,7 @@ def run_blocks(
     num_workers: int | None = None,
     progress: bool | None = None,
     desc: str = "Exporting genes",
+    unit: str = "gene",
 ) -> list[Any]:
     """Run ``fn(block, job, *args)`` for each job, with progress; the records, in job order."""
     import sys
@@ -184,6 +185,7 @@ def run_blocks(
         num_workers=num_workers,
         progress=sys.stderr.isatty() if progress is None else progress,
         desc=desc,
+        unit=unit,
     )
     return [r for part in results for r in part]
 

@@ -39,6 +39,19 @@ def total_memory() -> int:
     return int(total)
 
 
+def process_rss() -> int:
+    """Resident memory of this process now, in bytes (0 where it cannot be read).
+
+    What the interpreter and the libraries already loaded hold before an
+    export starts: the part of the process's peak that ``max_memory`` does not size.
+    """
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError, AttributeError):  # pragma: no cover - not Linux
+        return 0
+
+
 def default_max_memory() -> int:
     """The budget when ``max_memory`` is not given."""
     return int(total_memory() * MEMORY_FRACTION)

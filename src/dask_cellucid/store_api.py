@@ -459,7 +459,8 @@ def prepare_store(
                 name=f"count-{token[:8]}",
                 n_items=rows.numblocks[0],
                 progress=progress,
-                desc="Counting values",
+                desc="Counting values by rows",
+                unit="block",
             )
             stats = [kernels.sum_stats(parts)]
         else:

@@ -13,10 +13,17 @@
       One pass: every slab's CSC pieces are kept in memory until the blocks are
       assembled. Used when the selected genes' stored values fit the budget.
   ``spill``
-      One pass: each slab's CSC piece goes to a scratch file; each block task
-      then reads its column range from every shard (contiguous byte ranges).
-      Memory is a few slabs and blocks, whatever the matrix size. Needs scratch
-      space the size of the selected stored values, visible to every worker.
+      One pass: each slab's CSC piece goes to a scratch file (a *shard*).
+      Then one *regroup* task per group of consecutive blocks (a group's
+      stored values fit one task's share of the budget) reads the group's
+      column range from every shard (three large reads per shard), interleaves
+      the pieces into the group's CSC and writes one scratch file per block;
+      each block task reads its file in one go (and removes it). Reads per
+      shard grow with the groups, not with the blocks, so the cost stays
+      linear in the stored values; regrouping overlaps with the encoding of
+      the groups already done. Memory is a few slabs, groups and blocks,
+      whatever the matrix size. Needs scratch space up to twice the size of
+      the selected stored values, visible to every worker.
   ``passes``
       Several passes, one per group of genes that fits the budget: no scratch
       space, at the cost of reading the file once per group.
@@ -40,11 +47,15 @@ import dask
 import dask.array as da
 import numpy as np
 import scipy.sparse as sp
+from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
+from dask_cellucid._graph import READ_PREFIX
 from dask_cellucid.errors import InvalidOptionError, UnsupportedInputError
+from dask_cellucid.options import process_rss
 
 from ._base import Source
+from ._stack import column_counts, put_piece, stacked_layout
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -65,6 +76,8 @@ _SLAB_BYTES_PER_NNZ_EXTRA = 4 + 1 + 4 + 8
 _MAX_SLAB_BYTES = 256 * 2**20
 _MIN_SLAB_ROWS = 16
 _TILE_BYTES = 32 * 2**20
+# Shards of slabs with at most this many rows keep their row indices as uint16.
+_U16_ROWS = 2**16
 # Memory a kept CSC piece costs per stored value beyond value + row index: the
 # block assembled from it while the piece is still held.
 _GROUP_OVERHEAD = 2.0
@@ -73,10 +86,46 @@ _GROUP_OVERHEAD = 2.0
 @dataclass(frozen=True)
 class Selection:
     """Which columns go out: ``pos`` maps each file column to its export position (or -1);
-    ``cols`` lists the file column of each export position (used when one repeats)."""
+    ``cols`` lists the file column of each export position (used when one repeats).
+
+    ``identity``: every column, in file order (the slab's own CSC is the answer).
+    """
 
     kind: Literal["pos", "cols"]
     arr: np.ndarray
+    identity: bool = False
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One slab's CSC piece in a scratch file: ``indptr`` (int64), ``indices``, ``data``.
+
+    Row indices are local to the slab: uint16 when the slab has at most 65,536
+    rows (a quarter less scratch to write and read back), int32 otherwise.
+    """
+
+    path: str
+    row0: int
+    n_rows: int
+    n_cols: int
+    nnz: int
+    dtype: str
+    index_dtype: str = "<i4"
+
+    def offsets(self) -> tuple[int, int]:
+        """Byte offsets of ``indices`` and ``data`` in the file."""
+        at = 8 * (self.n_cols + 1)
+        return at, at + np.dtype(self.index_dtype).itemsize * self.nnz
+
+
+@dataclass(frozen=True)
+class BlockFile:
+    """One block's CSC in a scratch file, written by a regroup task for its block task."""
+
+    path: str
+    n_cols: int
+    nnz: int
+    dtype: str
 
 
 def _token(*_: Any) -> int:
@@ -237,6 +286,17 @@ class FileSource(Source):
                 "more (or fewer workers)."
             )
             raise InvalidOptionError(msg)
+        base = process_rss()
+        if base and self.max_memory < base + least:
+            log.warning(
+                "max_memory=%s is below what this process already holds (%s: the interpreter "
+                "and libraries) plus the least the reader needs (%s): the process's peak "
+                "memory will exceed it. Pass max_memory='%s' or more to bound the whole process.",
+                _size(self.max_memory),
+                _size(base),
+                _size(least),
+                _size(2 * base + least),
+            )
 
     def selected_nnz_bytes(self, n_selected: int) -> float:
         """Estimated bytes of the selected genes' stored values (value + int32 row index)."""
@@ -280,7 +340,10 @@ class FileSource(Source):
         if unique:
             col_pos = np.full(n_genes, -1, dtype=np.int32 if len(cols) < 2**31 else np.int64)
             col_pos[cols] = np.arange(len(cols), dtype=col_pos.dtype)
-            selection: Any = dask.delayed(Selection("pos", col_pos), pure=True, traverse=False)
+            identity = len(cols) == n_genes and bool(np.all(cols == np.arange(n_genes)))
+            selection: Any = dask.delayed(
+                Selection("pos", col_pos, identity), pure=True, traverse=False
+            )
         else:  # the same column twice: select by fancy indexing
             selection = dask.delayed(Selection("cols", cols), pure=True, traverse=False)
         starts = [0, *np.cumsum(sizes).tolist()]
@@ -304,9 +367,19 @@ class FileSource(Source):
         for p in range(passes):
             b0, b1 = int(cut[p]), int(cut[p + 1])
             g0, g1 = starts[b0], starts[b1]
+            tag = tokenize(ref, selection, g0, g1, barrier, slabs)
             pieces = [
-                dask.delayed(_read_piece, pure=True)(ref, r0, r1, selection, g0, g1, barrier)
-                for r0, r1 in slabs
+                dask.delayed(_read_piece, pure=True)(
+                    ref,
+                    r0,
+                    r1,
+                    selection,
+                    g0,
+                    g1,
+                    barrier,
+                    dask_key_name=f"{READ_PREFIX}-piece-{tag}-{i}",
+                )
+                for i, (r0, r1) in enumerate(slabs)
             ]
             # one task gathers the pass's pieces: the graph grows with slabs + blocks,
             # not slabs x blocks
@@ -342,6 +415,7 @@ class FileSource(Source):
         # Removed when this source is dropped (or at exit); a new export gets its own.
         self._cleanup.append(weakref.finalize(self, shutil.rmtree, scratch, True))
         log.info("spilling CSC shards to %s", scratch)
+        tag = uuid.uuid4().hex[:8]
         shards = [
             dask.delayed(_write_shard, pure=False)(
                 ref,
@@ -349,19 +423,48 @@ class FileSource(Source):
                 r1,
                 selection,
                 n_sel,
-                os.path.join(scratch, f"shard-{i:06d}-{uuid.uuid4().hex[:6]}.bin"),
+                os.path.join(scratch, f"shard-{i:06d}-{tag}.bin"),
+                dask_key_name=f"{READ_PREFIX}-shard-{tag}-{i}",
             )
             for i, (r0, r1) in enumerate(slabs)
         ]
         # one task gathers the shards' small descriptions: the graph grows with
-        # slabs + blocks, not slabs x blocks
-        written = dask.delayed(_collect, pure=True)(*shards)
-        return [
-            dask.delayed(_read_spilled, pure=True)(
-                written, starts[b], starts[b + 1], n_sel, self.dtype
+        # slabs + groups + blocks, not slabs x blocks
+        written = dask.delayed(_collect, pure=True)(*shards, dask_key_name=f"shards-{tag}")
+        blocks: list[Any] = []
+        for g, (b0, b1) in enumerate(self.groups(starts)):
+            bounds = [(starts[b], starts[b + 1]) for b in range(b0, b1)]
+            files = dask.delayed(_regroup, pure=False)(
+                written,
+                bounds,
+                os.path.join(scratch, f"group-{g:06d}-{tag}"),
+                dask_key_name=f"regroup-{tag}-{g}",
             )
-            for b in range(len(starts) - 1)
-        ]
+            blocks.extend(
+                dask.delayed(_load_block, pure=True)(
+                    files, k, self.shape[0], self.dtype, dask_key_name=f"load-{tag}-{b0 + k}"
+                )
+                for k in range(b1 - b0)
+            )
+        return blocks
+
+    def group_bytes(self) -> int:
+        """The most stored-value bytes one regroup task gathers (its share of the budget)."""
+        return max(1, self.max_memory // (4 * max(1, self.n_threads)))
+
+    def groups(self, starts: Sequence[int]) -> list[tuple[int, int]]:
+        """Consecutive blocks ``[b0, b1)`` whose stored values fit :meth:`group_bytes`."""
+        per_col = (self._info.nnz or 0) / max(1, self.shape[1]) * (self.dtype.itemsize + 4)
+        limit = self.group_bytes()
+        out: list[tuple[int, int]] = []
+        b0 = 0
+        for b in range(1, len(starts)):
+            if b > b0 + 1 and (starts[b] - starts[b0]) * per_col > limit:
+                out.append((b0, b - 1))
+                b0 = b - 1
+        if len(starts) > 1:
+            out.append((b0, len(starts) - 1))
+        return out
 
 
 # -- task functions (module level: they pickle by reference) ---------------------------
@@ -390,6 +493,8 @@ def _read_rows(ref: MatrixRef, r0: int, r1: int) -> sp.csr_matrix:
 def _select_csc(slab: sp.csr_matrix, selection: Selection, g0: int, g1: int) -> sp.csc_matrix:
     """Export positions ``g0:g1`` of a CSR slab, as CSC (sorted, in export order)."""
     kind, arr = selection.kind, selection.arr
+    if selection.identity and (g0, g1) == (0, slab.shape[1]):
+        return slab.tocsc()
     if kind == "cols":
         return sp.csc_matrix(slab.tocsc()[:, arr[g0:g1]])
     pos = arr[slab.indices]
@@ -416,56 +521,132 @@ def _read_piece(
 
 
 def _assemble(pieces: Sequence[sp.csc_matrix], c0: int, c1: int) -> sp.csc_matrix:
-    """Columns ``c0:c1`` of the pieces stacked by rows (scipy's CSC fast path)."""
-    parts = [p[:, c0:c1] for p in pieces]
-    return sp.csc_matrix(sp.vstack(parts, format="csc"))
+    """Columns ``c0:c1`` of the pieces stacked by rows, each piece copied in once."""
+    ptrs = [np.asarray(p.indptr[c0 : c1 + 1], dtype=np.int64) for p in pieces]
+    out = stacked_layout(np.stack([column_counts(q) for q in ptrs]), pieces[0].dtype)
+    row0 = 0
+    for k, (p, q) in enumerate(zip(pieces, ptrs, strict=True)):
+        a, b = int(q[0]), int(q[-1])
+        put_piece(out, k, q, p.indices[a:b], p.data[a:b], row0)
+        row0 += p.shape[0]
+    return sp.csc_matrix((out.data, out.indices, out.indptr), shape=(row0, c1 - c0))
 
 
 def _write_shard(
     ref: MatrixRef, r0: int, r1: int, selection: Selection, n_sel: int, path: str
-) -> tuple[str, int, int, str]:
+) -> Shard:
     """Read a slab, convert it to CSC over the selected genes, write it raw to ``path``.
 
-    Layout: ``indptr`` (int64, ``n_sel + 1``), ``indices`` (int32, nnz), ``data``.
-    Written under a temporary name and renamed, so a reader never sees half a shard.
+    Layout: ``indptr`` (int64, ``n_sel + 1``), ``indices`` (uint16 or int32, nnz:
+    see :class:`Shard`), ``data``. Written under a temporary name and renamed,
+    so a reader never sees half a shard.
     """
     csc = _select_csc(_read_rows(ref, r0, r1), selection, 0, n_sel)
+    index_dtype = np.dtype(np.uint16 if r1 - r0 <= _U16_ROWS else np.int32)
     tmp = f"{path}.tmp"
     with open(tmp, "wb") as f:
-        f.write(np.ascontiguousarray(csc.indptr, dtype=np.int64).tobytes())
-        f.write(np.ascontiguousarray(csc.indices, dtype=np.int32).tobytes())
-        f.write(np.ascontiguousarray(csc.data).tobytes())
+        for arr in (
+            np.asarray(csc.indptr, dtype=np.int64),
+            np.asarray(csc.indices, dtype=index_dtype),
+            csc.data,
+        ):
+            f.write(memoryview(np.ascontiguousarray(arr)).cast("B"))
     os.replace(tmp, path)
-    return path, r1 - r0, int(csc.nnz), csc.data.dtype.str
+    return Shard(path, r0, r1 - r0, n_sel, int(csc.nnz), csc.data.dtype.str, index_dtype.str)
 
 
-def _read_spilled(
-    shards: Sequence[tuple[str, int, int, str]], c0: int, c1: int, n_sel: int, dtype: np.dtype[Any]
-) -> sp.csc_matrix:
-    """Columns ``c0:c1`` of every shard, stacked by rows: one block, read by byte ranges."""
-    parts = []
-    w = c1 - c0
-    for path, n_rows, nnz, dt in shards:
-        data_dtype = np.dtype(dt)
+def _missing(path: str) -> UnsupportedInputError:
+    """The error for a scratch file that is not there (the workers do not share it)."""
+    msg = (
+        f"scratch file {path} is missing: the workers do not share the scratch "
+        "folder. Set dask's 'temporary-directory' to a folder every worker sees, or "
+        "export with DASK_CELLUCID__CSR_STRATEGY=passes."
+    )
+    return UnsupportedInputError(msg)
+
+
+def _pread(fd: int, dtype: np.dtype[Any], offset: int, count: int) -> np.ndarray:
+    """``count`` items of ``dtype`` at byte ``offset`` of an open file, in one buffer."""
+    out = np.empty(count, dtype)
+    view = memoryview(out).cast("B")
+    done = 0
+    while done < len(view):
+        n = os.preadv(fd, [view[done:]], offset + done)
+        if n <= 0:
+            msg = f"scratch file ended early (wanted {len(view)} bytes at {offset})"
+            raise UnsupportedInputError(msg)
+        done += n
+    return out
+
+
+def _open_shard(path: str) -> int:
+    try:
+        return os.open(path, os.O_RDONLY)
+    except FileNotFoundError as err:
+        raise _missing(path) from err
+
+
+def _regroup(
+    shards: Sequence[Shard], bounds: Sequence[tuple[int, int]], stem: str
+) -> list[BlockFile]:
+    """Columns of consecutive blocks from every shard, interleaved, one scratch file per block.
+
+    Reads three contiguous ranges per shard (the group's ``indptr``, ``indices``
+    and ``data``), places each piece in the group's CSC (see
+    :mod:`._stack`) and writes each block's columns to ``{stem}-{k}.bin``.
+    """
+    g0, g1 = bounds[0][0], bounds[-1][1]
+    # Each shard is opened for one read at a time (not all at once: an atlas has
+    # more shards than a process may have open files).
+    ptrs = []
+    for shard in shards:
+        fd = _open_shard(shard.path)
         try:
-            f = open(path, "rb")  # noqa: SIM115 - closed below
-        except FileNotFoundError as err:
-            msg = (
-                f"scratch shard {path} is missing: the workers do not share the scratch "
-                "folder. Set dask's 'temporary-directory' to a folder every worker sees, or "
-                "export with DASK_CELLUCID__CSR_STRATEGY=passes."
-            )
-            raise UnsupportedInputError(msg) from err
-        with f:
-            f.seek(8 * c0)
-            indptr = np.fromfile(f, np.int64, w + 1)
-            a, b = int(indptr[0]), int(indptr[-1])
-            f.seek(8 * (n_sel + 1) + 4 * a)
-            indices = np.fromfile(f, np.int32, b - a)
-            f.seek(8 * (n_sel + 1) + 4 * nnz + data_dtype.itemsize * a)
-            data = np.fromfile(f, data_dtype, b - a)
-        parts.append(sp.csc_matrix((data, indices, indptr - a), shape=(n_rows, w)))
-    out = sp.csc_matrix(sp.vstack(parts, format="csc"))
+            ptrs.append(_pread(fd, np.dtype(np.int64), 8 * g0, g1 - g0 + 1))
+        finally:
+            os.close(fd)
+    counts = np.stack([column_counts(p) for p in ptrs]) if ptrs else np.zeros((0, g1 - g0))
+    dtype = np.dtype(shards[0].dtype) if shards else np.dtype(np.float32)
+    out = stacked_layout(counts, dtype)
+    for k, (shard, ptr) in enumerate(zip(shards, ptrs, strict=True)):
+        a, b = int(ptr[0]), int(ptr[-1])
+        at_indices, at_data = shard.offsets()
+        index_dtype = np.dtype(shard.index_dtype)
+        fd = _open_shard(shard.path)
+        try:
+            indices = _pread(fd, index_dtype, at_indices + index_dtype.itemsize * a, b - a)
+            data = _pread(fd, dtype, at_data + dtype.itemsize * a, b - a)
+        finally:
+            os.close(fd)
+        put_piece(out, k, ptr, indices, data, shard.row0)
+        del indices, data
+    files = []
+    for k, (c0, c1) in enumerate(bounds):
+        lo, hi = c0 - g0, c1 - g0
+        a, b = int(out.indptr[lo]), int(out.indptr[hi])
+        path = f"{stem}-{k}.bin"
+        with open(path, "wb") as f:
+            for arr in (out.indptr[lo : hi + 1] - a, out.indices[a:b], out.data[a:b]):
+                f.write(memoryview(np.ascontiguousarray(arr)).cast("B"))
+        files.append(BlockFile(path, hi - lo, b - a, dtype.str))
+    return files
+
+
+def _load_block(
+    files: Sequence[BlockFile], k: int, n_cells: int, dtype: np.dtype[Any]
+) -> sp.csc_matrix:
+    """Block ``k`` of a regrouped group: its file read in one go, then removed."""
+    f = files[k]
+    try:
+        raw = np.fromfile(f.path, dtype=np.uint8)
+    except FileNotFoundError as err:
+        raise _missing(f.path) from err
+    os.unlink(f.path)
+    at = 8 * (f.n_cols + 1)
+    indptr = raw[:at].view(np.int64)
+    indices = raw[at : at + 4 * f.nnz].view(np.int32)
+    data = raw[at + 4 * f.nnz :].view(np.dtype(f.dtype))
+    out = sp.csc_matrix((data, indices, indptr), shape=(n_cells, f.n_cols))
     return out.astype(dtype, copy=False)
 
 
