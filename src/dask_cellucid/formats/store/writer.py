@@ -23,6 +23,7 @@ import logging
 import os
 import posixpath
 import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -189,6 +190,8 @@ class StoreWriter:
     #: What the chunk bytes depend on (see :mod:`.journal`); resuming needs it.
     fingerprint: str = ""
     n_reused: int = field(default=0, init=False)
+    _builder: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
+    _metadata: Future[Any] | None = field(default=None, init=False, repr=False)
 
     block_task = staticmethod(write_segment)
 
@@ -236,6 +239,13 @@ class StoreWriter:
                 len(self.segments),
             )
         self.n_reused = len(skip)
+        # The other elements' bytes (obs, var, obsm, uns, X's metadata) need nothing the
+        # chunk tasks compute: build them on a thread of this process while the tasks
+        # run (most of their time is spent in deflate, outside the GIL).
+        self._builder = ThreadPoolExecutor(1, thread_name_prefix="store-metadata")
+        self._metadata = self._builder.submit(
+            metadata_files, self.elements, self.layout, opts.zarr_format
+        )
         return skip
 
     def jobs(self, skip: Sequence[int]) -> list[tuple[int, Any]]:
@@ -276,7 +286,11 @@ class StoreWriter:
     def finish(self, records: list[Any], seconds: float) -> StoreResult:
         """Everything else, then the consolidated metadata; then the rename into place."""
         zarr_format = self.plan.options.zarr_format
-        files, consolidated = metadata_files(self.elements, self.layout, zarr_format)
+        if self._metadata is None:
+            self._metadata = Future()
+            self._metadata.set_result(metadata_files(self.elements, self.layout, zarr_format))
+        files, consolidated = self._metadata.result()
+        self._stop_builder()
         self.target.prepare(*sorted({posixpath.dirname(k) for k in files} - {""}))
         self.target.write(files)
         self.target.write({consolidated_name(zarr_format): consolidated})
@@ -298,8 +312,14 @@ class StoreWriter:
             n_tasks_reused=self.n_reused,
         )
 
+    def _stop_builder(self) -> None:
+        if self._builder is not None:
+            self._builder.shutdown(wait=False, cancel_futures=True)
+            self._builder = None
+
     def abandon(self) -> None:
         """Say where a failed run's chunks are: the same call finishes the store from them."""
+        self._stop_builder()
         if self.target.exists(journal.JOURNAL_DIR + "/store.json"):
             log.warning(
                 "the store is unfinished (its chunks so far are in %s); run the same export "
