@@ -60,11 +60,13 @@ def _integral_kind(dtype: np.dtype[Any]) -> bool:
 
 
 def value_stats(values: np.ndarray) -> tuple[bool, float]:
-    """``(integral, max_abs)`` of finite ``values`` (integral is False when it cannot widen)."""
+    """``(integral, max_abs)`` of finite ``values``: what decides whether ``X`` widens to
+    float64 (:func:`stored_dtype`). A type that never widens (float32) is not
+    scanned: ``(False, 0.0)``."""
     if values.size == 0:
         return True, 0.0
     if not _integral_kind(values.dtype):
-        return False, float(np.max(np.abs(values.astype(np.float64, copy=False))))
+        return False, 0.0
     integral = bool(np.all(np.floor(values) == values)) if values.dtype.kind == "f" else True
     return integral, max(-float(values.min()), float(values.max()))
 
@@ -132,13 +134,16 @@ def row_block_stats(rows: Any, positions: np.ndarray, n_genes: int) -> BlockStat
         # duplicates lie within a row: summing them here is exact (on a copy)
         rows = sp.csr_matrix(rows, copy=True)
         rows.sum_duplicates()
-    data, pos = np.asarray(rows.data), positions[rows.indices]
+    data = np.asarray(rows.data)
+    # every column exported, in order: the positions are the column indices
+    identity = len(positions) == n_genes and bool(np.array_equal(positions, np.arange(n_genes)))
+    pos = rows.indices if identity else positions[rows.indices]
     if data.dtype.kind == "b":
         data = data.astype(np.uint8)
     if data.dtype.kind not in "iuf":
         msg = f"the matrix holds {data.dtype} values; real numbers are needed"
         raise TypeError(msg)
-    keep = (pos >= 0) & (data != 0)
+    keep = data != 0 if identity else (pos >= 0) & (data != 0)
     if not keep.all():
         data, pos = data[keep], pos[keep]
     nnz = np.bincount(pos, minlength=n_genes).astype(np.int64)
