@@ -230,3 +230,11 @@ def test_bad_arguments_exit_2_with_a_message(tmp_path: Path) -> None:
     proc = run("export", "-o", "out", "--genes", "NOT_A_GENE", cwd=tmp_path)
     assert proc.returncode == 2 and "NOT_A_GENE" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_long_gene_list_is_a_list_not_a_file_name() -> None:
+    # longer than any file name may be: is_file() raises "File name too long"
+    from dask_cellucid.cli import _parse_genes
+
+    genes = [f"GENE{j:05d}" for j in range(3000)]
+    assert _parse_genes(",".join(genes)) == genes

@@ -85,7 +85,11 @@ def _parse_genes(value: str | None) -> list[str] | None:
     if value is None:
         return None
     path = Path(value)
-    if path.is_file():
+    try:
+        is_file = path.is_file()
+    except OSError:  # a long list is no file name ("File name too long")
+        is_file = False
+    if is_file:
         return [
             g.strip() for g in path.read_text().splitlines() if g.strip() and not g.startswith("#")
         ]
