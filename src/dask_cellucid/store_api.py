@@ -180,6 +180,206 @@ def _connectivities(graph: Any, n_cells: int) -> Any:
     return g
 
 
+def _chunk_codec(codec: str) -> str:
+    """The chunks' encoder for ``codec``: ``"auto"`` is libdeflate when installed."""
+    options.check_choice("codec", codec, ("auto", "libdeflate", "zlib"))
+    if codec == "zlib":
+        return codec
+    have = codecs.available_codecs()
+    if "libdeflate" not in have and codec == "libdeflate":
+        msg = "codec='libdeflate' needs the 'deflate' package: pip install deflate."
+        raise InvalidOptionError(msg)
+    return "libdeflate" if "libdeflate" in have else "zlib"
+
+
+def _selected_columns(shown: Sequence[str], gene_identifiers: Sequence[str] | None) -> list[int]:
+    """The columns of ``gene_identifiers`` (matched against the names the viewer shows),
+    in their order; every column when None."""
+    if gene_identifiers is None:
+        columns = list(range(len(shown)))
+    else:
+        wanted = [str(g) for g in gene_identifiers]
+        if len(set(wanted)) != len(wanted):
+            msg_0 = "gene_identifiers must not contain duplicate identifiers."
+            raise InvalidOptionError(msg_0)
+        at = {g: i for i, g in enumerate(shown)}
+        absent = [g for g in wanted if g not in at]
+        if absent:
+            msg = f"gene_identifiers contains identifiers not found in var: {absent[:5]}"
+            raise InvalidOptionError(msg)
+        columns = [at[g] for g in wanted]
+    if not columns:
+        msg_0 = "no gene is selected."
+        raise InvalidOptionError(msg_0)
+    return columns
+
+
+def _count(
+    source: Any,
+    columns: Sequence[int],
+    ids: Sequence[str],
+    sizes: Sequence[int],
+    compute: Any,
+    task_memory: int,
+    *,
+    progress: bool | None,
+) -> list[kernels.BlockStats]:
+    """The first pass: every gene's counts, checked; nothing is written.
+
+    By rows where the input stores rows (no transposition), else by the
+    column blocks ``sizes``. NaN, Inf or values beyond float32 are refused here,
+    naming the genes.
+    """
+    n_genes = len(columns)
+    sparse = source.is_sparse
+    token = source.data_token()
+    rows = source.row_blocks(_count_values_per_task(task_memory)) if sparse else None
+    if rows is not None:
+        positions = np.full(source.shape[1], -1, dtype=np.int64)
+        positions[list(columns)] = np.arange(n_genes)
+        parts = run_blocks(
+            rows,
+            count_rows,
+            [(i, i) for i in range(rows.numblocks[0])],
+            positions,
+            n_genes,
+            compute=compute,
+            name=f"count-{token[:8]}",
+            n_items=rows.numblocks[0],
+            progress=progress,
+            desc="Counting values by rows",
+            unit="block",
+        )
+        stats = [kernels.sum_stats(parts)]
+    else:
+        x = source.column_blocks(columns, sizes)
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int)
+        stats = run_blocks(
+            x,
+            count_block,
+            [(i, int(s)) for i, s in enumerate(starts)],
+            sparse,
+            compute=compute,
+            name=f"count-{token[:8]}",
+            n_items=n_genes,
+            progress=progress,
+            desc="Counting values",
+        )
+    stats = sorted(stats, key=lambda s: s.start)
+    bad = np.concatenate([s.bad for s in stats])
+    if bad.any():
+        which = [ids[j] for j in np.flatnonzero(bad)]
+        more = f" and {len(which) - 10:,} more" if len(which) > 10 else ""
+        msg = (
+            f"gene_expression must hold finite numbers within the float32 range; NaN, Inf or "
+            f"values beyond float32 in {len(which):,} gene(s): {which[:10]}{more}. "
+            "Nothing was written."
+        )
+        raise InputValueError(msg)
+    return stats
+
+
+def _segments(
+    source: Any, indptr: np.ndarray, chunk_values: int, *, task_memory: int, n_threads: int
+) -> tuple[int, list[segments.Segment]]:
+    """The chunk size and the segment tasks: whole chunks of ``X/data`` (sparse) or whole
+    column strips (dense), within a task's memory, several tasks per thread."""
+    n_cells, n_genes = source.shape[0], len(indptr) - 1
+    if source.is_sparse:
+        nnz = int(indptr[-1])
+        chunk = max(1, min(chunk_values, nnz))
+        n_chunks = -(-nnz // chunk)
+        per_task = segments.chunks_per_task(task_memory, chunk, _BYTES_PER_STORED)
+        # several tasks per thread, so that every thread has work
+        per_task = min(per_task, max(1, -(-n_chunks // (_TASKS_PER_THREAD * n_threads))))
+        return chunk, segments.sparse_segments(indptr, chunk, per_task)
+    strip = strip_chunks(n_cells, n_genes)[1]
+    per_strip = max(1.0, n_cells * strip * (source.dtype.itemsize + 8.0))
+    n_strips = -(-n_genes // strip)
+    per_task = min(
+        max(1, int(task_memory // per_strip)),
+        max(1, -(-n_strips // (_TASKS_PER_THREAD * n_threads))),
+    )
+    return chunk_values, segments.dense_segments(n_genes, strip, per_task)
+
+
+def _inputs(
+    given: Mapping[str, Any],
+    data: Any,
+    *,
+    var_gene_id_column: str | None,
+    gene_identifiers: Sequence[str] | None,
+    max_memory: int,
+    input_storage_options: Mapping[str, Any] | None,
+) -> tuple[Any, list[int], el.Elements]:
+    """The matrix, the selected columns and every other element, checked against each
+    other (``given`` arguments win over ``data``'s components); nothing is read of ``X``."""
+    var, gene_expression = given["var"], given["gene_expression"]
+    args = {
+        **(_components(data) if data is not None else {}),
+        **{k: v for k, v in given.items() if v is not None},
+    }
+    if var is not None and gene_expression is None and data is None:
+        msg_0 = "var describes the genes of gene_expression, and none was supplied."
+        raise InvalidOptionError(msg_0)
+    for key in ("dataset_id", "dataset_name"):
+        if args.get(key) is None:
+            msg = f"prepare_store() needs {key}" + (
+                ": data's uns['cellucid'] names none." if data is not None else "."
+            )
+            raise InvalidOptionError(msg)
+    if not args.get("embeddings"):
+        msg_0 = "prepare_store() needs embeddings=: at least one {obsm key: (n_cells, k) array}."
+        raise InvalidOptionError(msg_0)
+    if args.get("gene_expression") is None:
+        msg_0 = "prepare_store() needs gene_expression= (or data= with an X)."
+        raise InvalidOptionError(msg_0)
+    obsm = {str(k): el.cell_matrix(v, f"Embedding {k!r}") for k, v in args["embeddings"].items()}
+    n_cells = next(iter(obsm.values())).shape[0]
+    if any(v.shape[0] != n_cells for v in obsm.values()):
+        msg_0 = "All embeddings must have one row per cell."
+        raise InputShapeError(msg_0)
+    uns = el.cellucid_uns(
+        args["dataset_id"],
+        args["dataset_name"],
+        **{k: args.get(k) for k in el.IDENTITY_ARGUMENTS},
+    )
+    obs_index, obs_columns = el.obs_elements(args.get("obs"), n_cells)
+
+    source = as_source(
+        args["gene_expression"], max_memory=max_memory, storage_options=input_storage_options
+    )
+    if source.shape[0] != n_cells:
+        msg = (
+            f"gene_expression has {source.shape[0]:,} rows, but the embeddings have "
+            f"{n_cells:,} cells."
+        )
+        raise InputShapeError(msg)
+    var_df = args.get("var")
+    if var_df is None:
+        var_df = source.var
+    if isinstance(var_df, pd.DataFrame) and len(var_df) != source.shape[1]:
+        msg = f"var has {len(var_df):,} rows, and gene_expression {source.shape[1]:,} columns."
+        raise InputShapeError(msg)
+    unique, shown = _gene_names(var_df, source.shape[1], var_gene_id_column)
+    columns = _selected_columns(shown, gene_identifiers)
+    frame = pd.DataFrame(index=pd.RangeIndex(source.shape[1])) if var_df is None else var_df
+    frame = frame.iloc[columns]
+    var_index = np.asarray([unique[c] for c in columns], dtype=object)
+    elements = el.Elements(
+        obs_index=obs_index,
+        obs=obs_columns,
+        var_index=var_index,
+        var=el.frame_columns(frame, "var"),
+        obsm=obsm,
+        uns=uns,
+    )
+    if args.get("connectivities") is not None:
+        elements.obsp["connectivities"] = _connectivities(args["connectivities"], n_cells)
+
+    return source, columns, elements
+
+
 def prepare_store(
     out_path: str | os.PathLike[str],
     *,
@@ -320,14 +520,7 @@ def prepare_store(
     for flag, value in (("force", force), ("verify", verify)):
         options.check_flag(flag, value)
     options.check_positive_int("chunk_values", chunk_values)
-    options.check_choice("codec", codec, ("auto", "libdeflate", "zlib"))
-    chunk_codec = codec
-    if codec != "zlib":
-        have = codecs.available_codecs()
-        if "libdeflate" not in have and codec == "libdeflate":
-            msg = "codec='libdeflate' needs the 'deflate' package: pip install deflate."
-            raise InvalidOptionError(msg)
-        chunk_codec = "libdeflate" if "libdeflate" in have else "zlib"
+    chunk_codec = _chunk_codec(codec)
     _check_suffix(out_path, format)
     _scheduler.check(scheduler, num_workers)
     budget = options.resolve_memory(max_memory)
@@ -346,83 +539,15 @@ def prepare_store(
         "gene_expression": gene_expression,
         "connectivities": connectivities,
     }
-    args = {
-        **(_components(data) if data is not None else {}),
-        **{k: v for k, v in given.items() if v is not None},
-    }
-    if var is not None and gene_expression is None and data is None:
-        msg_0 = "var describes the genes of gene_expression, and none was supplied."
-        raise InvalidOptionError(msg_0)
-    for key in ("dataset_id", "dataset_name"):
-        if args.get(key) is None:
-            msg = f"prepare_store() needs {key}" + (
-                ": data's uns['cellucid'] names none." if data is not None else "."
-            )
-            raise InvalidOptionError(msg)
-    if not args.get("embeddings"):
-        msg_0 = "prepare_store() needs embeddings=: at least one {obsm key: (n_cells, k) array}."
-        raise InvalidOptionError(msg_0)
-    if args.get("gene_expression") is None:
-        msg_0 = "prepare_store() needs gene_expression= (or data= with an X)."
-        raise InvalidOptionError(msg_0)
-    obsm = {str(k): el.cell_matrix(v, f"Embedding {k!r}") for k, v in args["embeddings"].items()}
-    n_cells = next(iter(obsm.values())).shape[0]
-    if any(v.shape[0] != n_cells for v in obsm.values()):
-        msg_0 = "All embeddings must have one row per cell."
-        raise InputShapeError(msg_0)
-    uns = el.cellucid_uns(
-        args["dataset_id"],
-        args["dataset_name"],
-        **{k: args.get(k) for k in el.IDENTITY_ARGUMENTS},
+    source, columns, elements = _inputs(
+        given,
+        data,
+        var_gene_id_column=var_gene_id_column,
+        gene_identifiers=gene_identifiers,
+        max_memory=budget,
+        input_storage_options=input_storage_options,
     )
-    obs_index, obs_columns = el.obs_elements(args.get("obs"), n_cells)
-
-    source = as_source(
-        args["gene_expression"], max_memory=budget, storage_options=input_storage_options
-    )
-    if source.shape[0] != n_cells:
-        msg = (
-            f"gene_expression has {source.shape[0]:,} rows, but the embeddings have "
-            f"{n_cells:,} cells."
-        )
-        raise InputShapeError(msg)
-    var_df = args.get("var")
-    if var_df is None:
-        var_df = source.var
-    if isinstance(var_df, pd.DataFrame) and len(var_df) != source.shape[1]:
-        msg = f"var has {len(var_df):,} rows, and gene_expression {source.shape[1]:,} columns."
-        raise InputShapeError(msg)
-    unique, shown = _gene_names(var_df, source.shape[1], var_gene_id_column)
-    if gene_identifiers is not None:
-        wanted = [str(g) for g in gene_identifiers]
-        if len(set(wanted)) != len(wanted):
-            msg_0 = "gene_identifiers must not contain duplicate identifiers."
-            raise InvalidOptionError(msg_0)
-        at = {g: i for i, g in enumerate(shown)}
-        absent = [g for g in wanted if g not in at]
-        if absent:
-            msg = f"gene_identifiers contains identifiers not found in var: {absent[:5]}"
-            raise InvalidOptionError(msg)
-        columns = [at[g] for g in wanted]
-    else:
-        columns = list(range(source.shape[1]))
-    if not columns:
-        msg_0 = "no gene is selected."
-        raise InvalidOptionError(msg_0)
-    frame = pd.DataFrame(index=pd.RangeIndex(source.shape[1])) if var_df is None else var_df
-    frame = frame.iloc[columns]
-    var_index = np.asarray([unique[c] for c in columns], dtype=object)
-    elements = el.Elements(
-        obs_index=obs_index,
-        obs=obs_columns,
-        var_index=var_index,
-        var=el.frame_columns(frame, "var"),
-        obsm=obsm,
-        uns=uns,
-    )
-    if args.get("connectivities") is not None:
-        elements.obsp["connectivities"] = _connectivities(args["connectivities"], n_cells)
-
+    n_cells = source.shape[0]
     final = Target.from_url(out_path, storage_options)
     archive.check_access(final, zipped=zipped)
     check_destination(final, force=force, zipped=zipped)
@@ -430,7 +555,7 @@ def prepare_store(
     sparse = source.is_sparse
     token = source.data_token()
     n_genes = len(columns)
-    ids = tuple(str(v) for v in var_index)
+    ids = tuple(str(v) for v in elements.var_index)
 
     with _scheduler.resolve(scheduler, num_workers) as compute:
         # pass 1: count and check every gene; nothing is written
@@ -444,77 +569,20 @@ def prepare_store(
             n_threads=n_threads,
         )
         sizes = planning.block_sizes(n_genes, per)
-        rows = source.row_blocks(_count_values_per_task(task_memory)) if sparse else None
-        if rows is not None:
-            # by rows, as stored: counting needs no transposition
-            positions = np.full(source.shape[1], -1, dtype=np.int64)
-            positions[columns] = np.arange(n_genes)
-            parts = run_blocks(
-                rows,
-                count_rows,
-                [(i, i) for i in range(rows.numblocks[0])],
-                positions,
-                n_genes,
-                compute=compute,
-                name=f"count-{token[:8]}",
-                n_items=rows.numblocks[0],
-                progress=progress,
-                desc="Counting values by rows",
-                unit="block",
-            )
-            stats = [kernels.sum_stats(parts)]
-        else:
-            x = source.column_blocks(columns, sizes)
-            starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int)
-            stats = run_blocks(
-                x,
-                count_block,
-                [(i, int(s)) for i, s in enumerate(starts)],
-                sparse,
-                compute=compute,
-                name=f"count-{token[:8]}",
-                n_items=n_genes,
-                progress=progress,
-                desc="Counting values",
-            )
-        bad = np.concatenate([s.bad for s in sorted(stats, key=lambda s: s.start)])
-        if bad.any():
-            which = [ids[j] for j in np.flatnonzero(bad)]
-            more = f" and {len(which) - 10:,} more" if len(which) > 10 else ""
-            msg = (
-                f"gene_expression must hold finite numbers within the float32 range; NaN, Inf or "
-                f"values beyond float32 in {len(which):,} gene(s): {which[:10]}{more}. "
-                "Nothing was written."
-            )
-            raise InputValueError(msg)
+        stats = _count(source, columns, ids, sizes, compute, task_memory, progress=progress)
         dtype = kernels.stored_dtype(
             source.dtype,
             integral=all(s.integral for s in stats),
             max_abs=max((s.max_abs for s in stats), default=0.0),
         )
-        ordered = sorted(stats, key=lambda s: s.start)
-        counts = np.concatenate([s.nnz32 if dtype == "float32" else s.nnz for s in ordered])
+        counts = np.concatenate([s.nnz32 if dtype == "float32" else s.nnz for s in stats])
         indptr = np.zeros(n_genes + 1, dtype=np.int64)
         np.cumsum(counts, out=indptr[1:])
         nnz = int(indptr[-1]) if sparse else 0
 
-        if sparse:
-            chunk = max(1, min(chunk_values, nnz))
-            n_chunks = -(-nnz // chunk)
-            per_task = segments.chunks_per_task(task_memory, chunk, _BYTES_PER_STORED)
-            # several tasks per thread, so that every thread has work
-            per_task = min(per_task, max(1, -(-n_chunks // (_TASKS_PER_THREAD * n_threads))))
-            segs = segments.sparse_segments(indptr, chunk, per_task)
-        else:
-            chunk = chunk_values
-            strip = strip_chunks(n_cells, n_genes)[1]
-            per_strip = max(1.0, n_cells * strip * (source.dtype.itemsize + 8.0))
-            n_strips = -(-n_genes // strip)
-            per_task = min(
-                max(1, int(task_memory // per_strip)),
-                max(1, -(-n_strips // (_TASKS_PER_THREAD * n_threads))),
-            )
-            segs = segments.dense_segments(n_genes, strip, per_task)
+        chunk, segs = _segments(
+            source, indptr, chunk_values, task_memory=task_memory, n_threads=n_threads
+        )
         layout = el.XLayout(
             shape=(n_cells, n_genes),
             dtype=dtype,
