@@ -222,6 +222,7 @@ def _count(
     compute: Any,
     task_memory: int,
     *,
+    token: str,
     progress: bool | None,
 ) -> list[kernels.BlockStats]:
     """The first pass: every gene's counts, checked; nothing is written.
@@ -232,7 +233,6 @@ def _count(
     """
     n_genes = len(columns)
     sparse = source.is_sparse
-    token = source.data_token()
     rows = source.row_blocks(_count_values_per_task(task_memory)) if sparse else None
     if rows is not None:
         positions = np.full(source.shape[1], -1, dtype=np.int64)
@@ -569,7 +569,9 @@ def prepare_store(
             n_threads=n_threads,
         )
         sizes = planning.block_sizes(n_genes, per)
-        stats = _count(source, columns, ids, sizes, compute, task_memory, progress=progress)
+        stats = _count(
+            source, columns, ids, sizes, compute, task_memory, token=token, progress=progress
+        )
         dtype = kernels.stored_dtype(
             source.dtype,
             integral=all(s.integral for s in stats),
