@@ -344,3 +344,18 @@ def oracle_009() -> Path:
     ``.venv-oracle-009`` at the repository root (about a minute to build, the first time).
     """
     return oracle_python(".venv-oracle-009", "cellucid==0.0.9")
+
+
+# -- AnnData files on disk ----------------------------------------------------------------
+def write_anndata(a: Any, path: Path) -> Path:
+    """Write ``a`` as ``.zarr`` or ``.h5ad`` by ``path``'s suffix (anndata's own writers,
+    their warnings silenced); return ``path``."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if path.suffix == ".zarr":
+            a.write_zarr(path)
+        else:
+            a.write_h5ad(path)
+    return path

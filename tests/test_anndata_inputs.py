@@ -7,7 +7,6 @@ matrix given in memory; bad files are refused before anything is written.
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+from conftest import write_anndata
 from dask_cellucid import prepare
 from dask_cellucid.adapters import as_source, read_obsm
 from dask_cellucid.errors import (
@@ -58,22 +58,12 @@ def _adata(storage: str) -> ad.AnnData:
     return a
 
 
-def _write(a: ad.AnnData, path: Path) -> Path:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if path.suffix == ".zarr":
-            a.write_zarr(path)
-        else:
-            a.write_h5ad(path)
-    return path
-
-
 def _files(storage: str, d: Path) -> dict[str, Any]:
     a = _adata(storage)
     return {
         "adata": a,
-        "h5ad": _write(a, d / "data.h5ad"),
-        "zarr": _write(a, d / "data.zarr"),
+        "h5ad": write_anndata(a, d / "data.h5ad"),
+        "zarr": write_anndata(a, d / "data.zarr"),
         "storage": storage,
     }
 
@@ -198,7 +188,7 @@ def test_distributed_workers_open_the_file(
                 **SETTINGS,
             )
         assert_export_equal(tmp_path / strategy, tmp_path / "mem")
-    csc = _write(ad.AnnData(sp.csc_matrix(a.X), obs=a.obs, var=a.var), tmp_path / "csc.zarr")
+    csc = write_anndata(ad.AnnData(sp.csc_matrix(a.X), obs=a.obs, var=a.var), tmp_path / "csc.zarr")
     prepare(str(csc), out_dir=tmp_path / "csc", scheduler=dask_client, **SETTINGS)
     assert_export_equal(tmp_path / "csc", tmp_path / "mem")
 
@@ -218,7 +208,7 @@ def test_s3_h5ad_input(tmp_path: Path, s3_bucket: Any, monkeypatch: pytest.Monke
     """An .h5ad on a (loopback moto) S3 bucket, found through fsspec's configuration."""
     fsspec = pytest.importorskip("fsspec")
     a = _adata("csr")
-    path = _write(a, tmp_path / "d.h5ad")
+    path = write_anndata(a, tmp_path / "d.h5ad")
     s3_bucket.boto.upload_file(str(path), s3_bucket.bucket, "in/d.h5ad")
     monkeypatch.setitem(fsspec.config.conf, "s3", {"endpoint_url": s3_bucket.endpoint})
     prepare(a.X, a.var, out_dir=tmp_path / "mem", **SETTINGS)
@@ -263,7 +253,7 @@ def test_missing_layer_and_raw(tmp_path: Path, fmt: str) -> None:
     a = _adata("csr")
     del a.layers["counts"]
     a.raw = None
-    path = str(_write(a, tmp_path / f"d.{fmt}"))
+    path = str(write_anndata(a, tmp_path / f"d.{fmt}"))
     _refused(tmp_path, InvalidOptionError, r"no layer 'counts'.*layers: none", path, layer="counts")
     _refused(tmp_path, InvalidOptionError, "has no raw", path, use_raw=True)
     _refused(tmp_path, InvalidOptionError, "both pick", path, layer="x", use_raw=True)
@@ -274,7 +264,7 @@ def test_missing_layer_and_raw(tmp_path: Path, fmt: str) -> None:
 def test_wrong_orientation(tmp_path: Path) -> None:
     """A matrix stored genes x cells, or a var with one row per cell, is named as such."""
     a = _adata("csr")
-    path = _write(a, tmp_path / "d.h5ad")
+    path = write_anndata(a, tmp_path / "d.h5ad")
     from anndata.io import write_elem
 
     with h5py.File(path, "r+") as f:
@@ -287,12 +277,12 @@ def test_wrong_orientation(tmp_path: Path) -> None:
 
 def test_truncated_files(tmp_path: Path) -> None:
     a = _adata("csr")
-    path = _write(a, tmp_path / "d.h5ad")
+    path = write_anndata(a, tmp_path / "d.h5ad")
     cut = tmp_path / "cut.h5ad"
     cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     _refused(tmp_path, UnsupportedInputError, "truncated", str(cut))
 
-    store = _write(a, tmp_path / "d.zarr")
+    store = write_anndata(a, tmp_path / "d.zarr")
     chunks = sorted(
         p
         for p in (store / "X" / "indices").rglob("*")
@@ -306,7 +296,7 @@ def test_truncated_files(tmp_path: Path) -> None:
 def test_errors_are_library_errors(tmp_path: Path) -> None:
     with pytest.raises(CellucidExportError):
         as_source(np.zeros((3, 3)), layer="counts")
-    backed = ad.read_h5ad(_write(_adata("csr"), tmp_path / "v.h5ad"), backed="r")
+    backed = ad.read_h5ad(write_anndata(_adata("csr"), tmp_path / "v.h5ad"), backed="r")
     try:
         with pytest.raises(CellucidExportError, match="view"):
             as_source(backed[:, :5])

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import write_anndata
 from dask_cellucid import InputShapeError, prepare, verify
 from dask_cellucid.cli import main
 from dask_cellucid.testing import assert_export_equal, random_matrix
@@ -163,13 +164,6 @@ def _transposed(a: ad.AnnData) -> ad.AnnData:
     return ad.AnnData(np.asarray(a.X).T.copy(), obs=a.var.copy(), var=a.obs.copy())
 
 
-def _write(a: ad.AnnData, path: Path) -> Path:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        a.write_zarr(path) if path.suffix == ".zarr" else a.write_h5ad(path)
-    return path
-
-
 def _synthetic_transposed(kind: str) -> ad.AnnData:
     rng = np.random.default_rng(3)
     n_genes, n_cells = 12, 40
@@ -185,11 +179,11 @@ def _synthetic_transposed(kind: str) -> ad.AnnData:
 
 
 def _inputs(a: ad.AnnData, tmp: Path) -> dict[str, object]:
-    h5ad = _write(a, tmp / "t.h5ad")
+    h5ad = write_anndata(a, tmp / "t.h5ad")
     return {
         "in memory": a,
         "h5ad path": h5ad,
-        "zarr path": _write(a, tmp / "t.zarr"),
+        "zarr path": write_anndata(a, tmp / "t.zarr"),
         "backed": ad.read_h5ad(h5ad, backed="r"),
     }
 
@@ -207,7 +201,7 @@ def test_transposed_anndata_is_refused_by_the_api(tmp_path: Path, kind: str) -> 
 
 def test_transposed_file_is_refused_by_the_command(tmp_path: Path) -> None:
     a = _pbmc()
-    h5ad = _write(_transposed(a), tmp_path / "t.h5ad")
+    h5ad = write_anndata(_transposed(a), tmp_path / "t.h5ad")
     proc = run("export", str(h5ad), "out", cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and "Exported" not in proc.stdout
@@ -216,7 +210,7 @@ def test_transposed_file_is_refused_by_the_command(tmp_path: Path) -> None:
     assert "'AAAGCCTGGCTAAC-1'" in line and "'HES4'" in line
     assert not (tmp_path / "out").exists()
     # the same data the right way round (barcodes in obs, genes in var) is exported
-    h5ad = _write(a, tmp_path / "pbmc.h5ad")
+    h5ad = write_anndata(a, tmp_path / "pbmc.h5ad")
     proc = run("export", str(h5ad), "out", "--genes", "HES4,CD3E", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "Exported 2 genes x 700 cells" in proc.stdout
@@ -246,7 +240,7 @@ def test_verify_a_subset_export(tmp_path: Path, adata: ad.AnnData, h5ad: Path) -
 def test_verify_suggests_use_raw(tmp_path: Path) -> None:
     """An export of adata.raw, verified against adata.X (scaled): every gene differs."""
     a = _pbmc()
-    h5ad = _write(a, tmp_path / "pbmc.h5ad")
+    h5ad = write_anndata(a, tmp_path / "pbmc.h5ad")
     genes = ",".join(a.raw.var_names[:40])
     proc = run("export", str(h5ad), "out", "--use-raw", "--genes", genes, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr

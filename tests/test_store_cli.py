@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
 import anndata as ad
@@ -13,6 +12,7 @@ import pytest
 import scipy.sparse as sp
 
 import dask_cellucid
+from conftest import write_anndata
 from dask_cellucid.cli import DEMO_ID, DEMO_STORE, main
 from dask_cellucid.formats.detect import detect
 from dask_cellucid.testing import random_matrix
@@ -39,16 +39,6 @@ def _adata(seed: int = 0) -> ad.AnnData:
     return a
 
 
-def _write(a: ad.AnnData, path: Path) -> Path:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if path.suffix == ".zarr":
-            a.write_zarr(path)
-        else:
-            a.write_h5ad(path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def adata() -> ad.AnnData:
     return _adata()
@@ -56,7 +46,7 @@ def adata() -> ad.AnnData:
 
 @pytest.fixture(scope="module")
 def h5ad(adata: ad.AnnData, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _write(adata, tmp_path_factory.mktemp("store-cli") / "data.h5ad")
+    return write_anndata(adata, tmp_path_factory.mktemp("store-cli") / "data.h5ad")
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +64,7 @@ def _dense(x: object) -> np.ndarray:
 def test_export_format_zarr_round_trips_exactly(
     tmp_path: Path, adata: ad.AnnData, suffix: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    src = _write(adata, tmp_path / f"data{suffix}")
+    src = write_anndata(adata, tmp_path / f"data{suffix}")
     out = tmp_path / "my data.zarr"
     rc = main(["export", str(src), str(out), "--format", "zarr", "--verify", "--workers", "2"])
     captured = capsys.readouterr()
@@ -303,7 +293,7 @@ def test_verify_store_against_a_modified_source(
     x = sp.csr_matrix(changed.X).toarray()
     x[7, 3] += 1.0
     changed.X = sp.csr_matrix(x)
-    src = _write(changed, tmp_path / "changed.h5ad")
+    src = write_anndata(changed, tmp_path / "changed.h5ad")
     assert main(["verify", str(store), str(src)]) == 1
     out = capsys.readouterr().out
     assert "FAILED" in out and "'G3' (1 cells)" in out
