@@ -139,7 +139,7 @@ def count_block(block: Any, start: int, sparse: bool) -> list[kernels.BlockStats
 
 
 def count_rows(
-    block: Any, job: int, positions: np.ndarray, n_genes: int
+    block: Any, job: int, positions: np.ndarray | None, n_genes: int
 ) -> list[kernels.BlockStats]:
     """The first pass's task over a block of rows: per-gene counts of every gene."""
     return [kernels.row_block_stats(block, positions, n_genes)]
@@ -286,10 +286,10 @@ class StoreWriter:
     def finish(self, records: list[Any], seconds: float) -> StoreResult:
         """Everything else, then the consolidated metadata; then the rename into place."""
         zarr_format = self.plan.options.zarr_format
-        if self._metadata is None:
-            self._metadata = Future()
-            self._metadata.set_result(metadata_files(self.elements, self.layout, zarr_format))
-        files, consolidated = self._metadata.result()
+        if self._metadata is not None:  # built while the chunk tasks ran
+            files, consolidated = self._metadata.result()
+        else:
+            files, consolidated = metadata_files(self.elements, self.layout, zarr_format)
         self._stop_builder()
         self.target.prepare(*sorted({posixpath.dirname(k) for k in files} - {""}))
         self.target.write(files)
