@@ -235,8 +235,10 @@ def _count(
     sparse = source.is_sparse
     rows = source.row_blocks(_count_values_per_task(task_memory)) if sparse else None
     if rows is not None:
-        positions = np.full(source.shape[1], -1, dtype=np.int64)
-        positions[list(columns)] = np.arange(n_genes)
+        positions = None  # every column, in order: the column indices are the positions
+        if list(columns) != list(range(source.shape[1])):
+            positions = np.full(source.shape[1], -1, dtype=np.int64)
+            positions[list(columns)] = np.arange(n_genes)
         parts = run_blocks(
             rows,
             count_rows,

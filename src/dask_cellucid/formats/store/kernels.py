@@ -121,23 +121,23 @@ def block_stats(block: Any, start: int, *, sparse: bool) -> BlockStats:
     return BlockStats(start, counts, nnz32, bad, integral, max_abs)
 
 
-def row_block_stats(rows: Any, positions: np.ndarray, n_genes: int) -> BlockStats:
+def row_block_stats(rows: Any, positions: np.ndarray | None, n_genes: int) -> BlockStats:
     """The first pass over a block of rows (CSR), for every gene at once.
 
     ``positions[c]`` is the export position of the input's column ``c``, or -1
-    when the column is not exported. Counts as :func:`block_stats` does for the
-    same values taken by columns (explicit zeros are not stored values), with
-    no transposition: one ``bincount`` per kind of count. Blocks combine with
-    :func:`sum_stats`.
+    when the column is not exported; None when every column is exported, in
+    order (the positions are then the column indices themselves). Counts as
+    :func:`block_stats` does for the same values taken by columns (explicit
+    zeros are not stored values), with no transposition: one ``bincount`` per
+    kind of count. Blocks combine with :func:`sum_stats`.
     """
     if not rows.has_canonical_format:
         # duplicates lie within a row: summing them here is exact (on a copy)
         rows = sp.csr_matrix(rows, copy=True)
         rows.sum_duplicates()
     data = np.asarray(rows.data)
-    # every column exported, in order: the positions are the column indices
-    identity = len(positions) == n_genes and bool(np.array_equal(positions, np.arange(n_genes)))
-    pos = rows.indices if identity else positions[rows.indices]
+    identity = positions is None
+    pos = rows.indices if positions is None else positions[rows.indices]
     if data.dtype.kind == "b":
         data = data.astype(np.uint8)
     if data.dtype.kind not in "iuf":
