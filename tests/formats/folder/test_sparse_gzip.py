@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from dask_cellucid import codecs
 from dask_cellucid.formats.folder import kernels
+from dask_cellucid.formats.folder import sparse_deflate as sd
 from dask_cellucid.formats.folder import sparse_gzip as sg
 
 DTYPES = [np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32)]
@@ -110,21 +111,16 @@ def test_random_genes_round_trip(gene) -> None:
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    block=st.lists(genes(dtype=np.dtype(np.uint16)), min_size=1, max_size=6),
-    batch=st.sampled_from([1, 7, 1 << 18]),
-)
-def test_a_block_is_its_genes_encoded_alone(block, batch) -> None:
-    """Every choice is per gene: the batch a gene lands in never changes its bytes."""
+@given(block=st.lists(genes(dtype=np.dtype(np.uint16)), min_size=1, max_size=6))
+def test_a_block_is_its_genes_encoded_alone(block) -> None:
+    """Every choice is per gene: the block a gene lands in never changes its bytes."""
     n_cells = max(g[2] for g in block)
     fills = [g[3] for g in block]
     counts = [len(g[0]) for g in block]
     rows = np.concatenate([g[0] for g in block])
     codes = np.concatenate([g[1] for g in block]).astype(np.uint16)
     indptr = np.r_[0, np.cumsum(counts)]
-    with pytest.MonkeyPatch.context() as m:
-        m.setattr(sg, "_BATCH_VALUES", batch)
-        members = sg.gzip_members_csc(codes, rows, indptr, n_cells, fills)
+    members = sg.gzip_members_csc(codes, rows, indptr, n_cells, fills)
     assert len(members) == len(block)
     for k, (r, c, _, f, dt) in enumerate(block):
         assert members[k] == sg.gzip_member_sparse(r, c, n_cells, f)
@@ -213,8 +209,8 @@ def test_incompressible_values_fall_back_to_stored_blocks() -> None:
         assert len(member) <= sg.stored_size(n_cells)
 
 
-def test_long_codes_take_more_tokens_per_value() -> None:
-    """float32 values have long codes: tokens split in two or three, the output is the same."""
+def test_float32_values_with_long_codes() -> None:
+    """float32 values: four literals a value, codes up to 15 bits, fills 0.0 and 7.0."""
     rng = np.random.default_rng(4)
     n_cells = 20_000
     rows = np.sort(rng.choice(n_cells, 3000, replace=False))
@@ -223,15 +219,15 @@ def test_long_codes_take_more_tokens_per_value() -> None:
         _encode(rows, codes, n_cells, fill, np.dtype(np.float32))
 
 
-def test_thresholds_whose_literals_do_not_fit_fall_back(monkeypatch) -> None:
-    """A threshold that makes a run's literals wider than a token is replaced by 3."""
-    monkeypatch.setattr(sg, "_RUN_MATCH_CANDIDATES", (60,))
+def test_dense_genes_of_many_short_runs() -> None:
+    """Runs of 3..10 bytes of match, where the per-gene threshold choice matters."""
     rng = np.random.default_rng(5)
     n_cells = 30_000
-    # few runs: the fill literal is rare, so its code is long
-    rows = np.sort(rng.choice(n_cells, 27_000, replace=False))
-    codes = rng.integers(1, 255, 27_000).astype(np.uint8)
-    _encode(rows, codes, n_cells, 0, np.dtype(np.uint8))
+    for itemsize_dtype, fill in ((np.uint8, 0), (np.uint16, 0x0102), (np.float32, 7.0)):
+        gaps = rng.integers(0, 14, n_cells // 8)
+        rows, _, n = _gene_from_runs([*gaps, 5], np.zeros(len(gaps)))
+        codes = rng.integers(1, 250, len(rows)).astype(itemsize_dtype)
+        _encode(rows, codes, n, fill, np.dtype(itemsize_dtype))
 
 
 def test_rare_fill_bytes_split_a_run_into_literals_and_match_tokens() -> None:
@@ -333,7 +329,8 @@ def test_code_lengths_are_optimal_complete_and_limited(counts) -> None:
     counts = np.array(counts, np.int64)
     if (counts > 0).sum() < 2:
         counts[:2] += 1
-    lengths = sg._code_lengths(counts[None, :], 15)[0].astype(np.int64)
+    lengths = np.zeros(len(counts), np.int64)
+    sd.huffman_lengths(counts, 15, lengths)
     used = counts > 0
     assert ((lengths > 0) == used).all()
     assert lengths.max() <= 15
@@ -347,12 +344,40 @@ def test_code_lengths_are_optimal_complete_and_limited(counts) -> None:
         assert (lengths * counts).sum() >= cost
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 3), min_size=2, max_size=40))
+def test_code_lengths_are_ordered_by_count_then_symbol(counts) -> None:
+    """A commoner symbol never has a longer code; equal counts: the lower symbol's is longer."""
+    counts = np.array(counts, np.int64)
+    if (counts > 0).sum() < 2:
+        counts[:2] += 1
+    n = np.zeros(len(counts), np.int64)
+    sd.huffman_lengths(counts, 15, n)
+    used = np.flatnonzero(counts)
+    for i in used:
+        for j in used:
+            if counts[i] > counts[j] or (counts[i] == counts[j] and i > j):
+                assert n[i] <= n[j]
+
+
+def test_a_lone_symbol_gets_a_partner() -> None:
+    """One used symbol: a second, unused one makes the code complete (two 1-bit codes)."""
+    for lone in (0, 3):
+        counts = np.zeros(5, np.int64)
+        counts[lone] = 9
+        lengths = np.full(5, 7, np.int64)
+        sd.huffman_lengths(counts, 15, lengths)
+        assert lengths[lone] == 1
+        assert sorted(lengths.tolist()) == [0, 0, 0, 1, 1]
+
+
 def test_code_lengths_are_limited_for_fibonacci_counts() -> None:
     fib = [1, 1]
     while len(fib) < 25:
         fib.append(fib[-1] + fib[-2])
     for limit in (7, 15):
-        lengths = sg._code_lengths(np.array([fib]), limit)[0].astype(np.int64)
+        lengths = np.zeros(len(fib), np.int64)
+        sd.huffman_lengths(np.array(fib, np.int64), limit, lengths)
         assert lengths.max() == limit
         assert sum(2.0 ** -int(x) for x in lengths) == 1.0
     # and a gene whose literals have those counts decodes
