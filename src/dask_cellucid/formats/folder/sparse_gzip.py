@@ -45,17 +45,13 @@ Pure kernels (numba, NumPy and ``codecs.crc32``): no Dask, no storage.
 
 from __future__ import annotations
 
-import logging
 import struct
-import threading
-import time
 from typing import Any
 
 import numpy as np
 
 from dask_cellucid import codecs
-
-logger = logging.getLogger(__name__)
+from dask_cellucid.formats.folder import _sparse_deflate
 
 __all__ = [
     "SPARSE_DENSITY_LIMIT",
@@ -73,41 +69,6 @@ SPARSE_DENSITY_LIMIT = {1: 0.4, 2: 0.5, 4: 0.1}
 def stored_size(n_bytes: int) -> int:
     """The size of a gzip member holding ``n_bytes`` in stored blocks: the output bound."""
     return 18 + n_bytes + 5 * max(1, -(-n_bytes // 65_535))
-
-
-_compiled_lock = threading.Lock()
-_compiled: Any = None
-
-
-def _compiled_encoder() -> Any:
-    """:func:`.sparse_deflate.deflate_genes`, imported (and numba started) on first use.
-
-    Importing it starts numba (~0.4 s and ~50 MB the first time in a process);
-    the first call on a machine compiles it (~20 s, logged), later ones load
-    the machine code from numba's cache.
-    """
-    global _compiled
-    with _compiled_lock:
-        if _compiled is None:
-            from dask_cellucid.formats.folder import sparse_deflate
-
-            t0 = time.perf_counter()
-            sparse_deflate.deflate_genes(
-                np.zeros(1, np.uint8),
-                np.zeros(1, np.int64),
-                np.array([0, 1], np.int64),
-                2,
-                np.zeros((1, 1), np.uint8),
-            )
-            took = time.perf_counter() - t0
-            log = logger.info if took > 3 else logger.debug
-            log(
-                "Sparse-aware gzip encoder ready in %.1f s (numba: compiled once per "
-                "installation, then loaded from its cache).",
-                took,
-            )
-            _compiled = sparse_deflate.deflate_genes
-        return _compiled
 
 
 def sparse_pays(n_stored: int, n_cells: int, itemsize: int = 1) -> bool:
@@ -197,13 +158,11 @@ def gzip_members_csc(
     s = dtype.itemsize
     stop = int(indptr[-1])
     codes, rows = codes[:stop], indices[:stop].astype(np.int64, copy=False)
-    buf, offsets = _compiled_encoder()(
-        codes.view(np.uint8), rows, indptr, int(n_cells), fills.view(np.uint8).reshape(-1, s)
+    # raises ValueError for rows not sorted, distinct and within 0..n_cells-1
+    buf, offsets = _sparse_deflate.deflate_genes(
+        codes.view(np.uint8), rows, np.ascontiguousarray(indptr), int(n_cells), fills, s
     )
-    if n_genes and offsets[0] < 0:
-        msg = "rows must be sorted, distinct and within 0..n_cells-1 in each gene"
-        raise ValueError(msg)
-    return _frame(buf, offsets, codes, rows, indptr, int(n_cells), fills)
+    return _frame(buf, np.frombuffer(offsets, np.int64), codes, rows, indptr, int(n_cells), fills)
 
 
 def gzip_member_sparse(rows: np.ndarray, codes: np.ndarray, n_cells: int, fill: Any) -> bytes:
