@@ -399,3 +399,15 @@ def test_stored_size() -> None:
     assert sg.stored_size(0) == 23
     assert sg.stored_size(65_535) == 18 + 65_535 + 5
     assert sg.stored_size(65_536) == 18 + 65_536 + 10
+
+
+def test_strided_inputs() -> None:
+    """Views with a stride (a column of a 2-D array) are read as they are, not refused."""
+    rng = np.random.default_rng(10)
+    rows = np.sort(rng.choice(5_000, 300, replace=False))
+    codes = rng.integers(1, 200, 300).astype(np.uint8)
+    wide_rows = np.stack([rows, rows * 0]).T  # rows is column 0: stride 16 bytes
+    wide_codes = np.stack([codes, codes]).T
+    member = sg.gzip_member_sparse(wide_rows[:, 0], wide_codes[:, 0], 5_000, 0)
+    assert member == sg.gzip_member_sparse(rows, codes, 5_000, 0)
+    _check(member, _dense(rows, codes, 5_000, 0, np.uint8))

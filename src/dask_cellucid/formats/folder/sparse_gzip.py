@@ -26,12 +26,14 @@ If that block would be larger than storing the bytes (incompressible values,
 nearly every cell stored), stored blocks are written instead, so a member is
 never larger than :func:`stored_size`: ``n_bytes + 5`` per 65,535 bytes, + 18.
 
-The loops are compiled with numba (:mod:`.sparse_deflate`, ``nogil``): a
-stored value costs a few nanoseconds, a gene a fixed ~20 us (five candidate
-Huffman codes of at most 286 symbols). CRC-32 is over the dense vector,
-rebuilt for each gene in one reused buffer (a fill and a scatter) and
-checksummed by libdeflate (``codecs.crc32``, which uses the CPU's carry-less
-multiply): about 10 us per 100 KB gene.
+The loops are a small C extension (``_sparse_deflate.c``, which releases
+the GIL): per gene, a pass over its stored values to count symbols, a
+length-limited Huffman code (Moffat-Katajainen, then Kraft redistribution),
+the header, and a second pass that writes the bits; about 35 ns a stored
+value in all. Why C and not numba or NumPy: ``benchmarks/README.md``. CRC-32
+is over the dense vector, rebuilt for each gene in one reused buffer (a fill
+and a scatter) and checksummed by libdeflate (``codecs.crc32``, which uses
+the CPU's carry-less multiply): about 10 us per 100 KB gene.
 
 ``compression`` level: the encoder has one setting and ignores the level (1
 to 9 give the same bytes). Its output is deterministic: the same rows, codes,
@@ -40,7 +42,7 @@ block (every choice is per gene; ties are broken by symbol).
 
 When to use it rather than the generic codec: :func:`sparse_pays`.
 
-Pure kernels (numba, NumPy and ``codecs.crc32``): no Dask, no storage.
+Pure kernels (C, NumPy and ``codecs.crc32``): no Dask, no storage.
 """
 
 from __future__ import annotations
@@ -157,7 +159,7 @@ def gzip_members_csc(
     fills = _fill_elements(fill, n_genes, dtype)
     s = dtype.itemsize
     stop = int(indptr[-1])
-    codes, rows = codes[:stop], indices[:stop].astype(np.int64, copy=False)
+    codes, rows = codes[:stop], np.ascontiguousarray(indices[:stop], dtype=np.int64)
     # raises ValueError for rows not sorted, distinct and within 0..n_cells-1
     buf, offsets = _sparse_deflate.deflate_genes(
         codes.view(np.uint8), rows, np.ascontiguousarray(indptr), int(n_cells), fills, s
