@@ -5,8 +5,8 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "dask_cellucid.formats.folder._sparse_deflate",
-            ["src/dask_cellucid/formats/folder/_sparse_deflate.c"],
+            "dask_cellucid.formats.folder.sparse_deflate",
+            ["src/dask_cellucid/formats/folder/sparse_deflate.c"],
         )
     ]
 )

@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dask_cellucid import codecs
-from dask_cellucid.formats.folder import _sparse_deflate as sd
 from dask_cellucid.formats.folder import kernels
+from dask_cellucid.formats.folder import sparse_deflate as sd
 from dask_cellucid.formats.folder import sparse_gzip as sg
 
 DTYPES = [np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32)]
@@ -388,8 +388,10 @@ def test_code_lengths_are_limited_for_fibonacci_counts() -> None:
 
 def test_sparse_pays_follows_the_density_limit() -> None:
     assert sg.sparse_pays(0, 100)
-    assert sg.sparse_pays(40, 100, 1)
-    assert not sg.sparse_pays(41, 100, 1)
+    assert sg.sparse_pays(85, 100, 1)
+    assert not sg.sparse_pays(86, 100, 1)
+    assert sg.sparse_pays(85, 100, 2)
+    assert not sg.sparse_pays(86, 100, 2)
     assert sg.sparse_pays(10, 100, 4)
     assert not sg.sparse_pays(11, 100, 4)
     assert sg.sparse_pays(0, 0)

@@ -26,7 +26,7 @@ If that block would be larger than storing the bytes (incompressible values,
 nearly every cell stored), stored blocks are written instead, so a member is
 never larger than :func:`stored_size`: ``n_bytes + 5`` per 65,535 bytes, + 18.
 
-The loops are a small C extension (``_sparse_deflate.c``, which releases
+The loops are a small C extension (``sparse_deflate.c``, which releases
 the GIL): per gene, a pass over its stored values to count symbols, a
 length-limited Huffman code (Moffat-Katajainen, then Kraft redistribution),
 the header, and a second pass that writes the bits; about 35 ns a stored
@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 
 from dask_cellucid import codecs
-from dask_cellucid.formats.folder import _sparse_deflate
+from dask_cellucid.formats.folder import sparse_deflate
 
 __all__ = [
     "SPARSE_DENSITY_LIMIT",
@@ -65,7 +65,7 @@ __all__ = [
 
 #: The largest fraction of stored cells, by payload itemsize, for which
 #: :func:`sparse_pays` chooses this encoder (measured, see there).
-SPARSE_DENSITY_LIMIT = {1: 0.4, 2: 0.5, 4: 0.1}
+SPARSE_DENSITY_LIMIT = {1: 0.85, 2: 0.85, 4: 0.1}
 
 
 def stored_size(n_bytes: int) -> int:
@@ -78,14 +78,13 @@ def sparse_pays(n_stored: int, n_cells: int, itemsize: int = 1) -> bool:
 
     True when the fraction of stored cells is at most
     ``SPARSE_DENSITY_LIMIT[itemsize]``. Measured against libdeflate level 6
-    on the dense payloads (100,000 cells, random positions, log1p-like
-    values), this encoder is both faster and smaller up to about 40 % stored
-    cells for 8-bit codes (1.1x the speed at 50 %, 0.3x at 90 %), 50 % for
-    16-bit codes (1.4x at 50 %, 0.8x at 70 %) and 10 % for float32 (its
-    output grows past libdeflate's from about 15 %). Above the limit the
-    writer should use the generic codec. Very sparse genes (0.1 %) still
-    win, if narrowly: a fixed ~0.25 ms per gene (Huffman tree, headers, CRC)
-    dominates there.
+    on the dense payloads (``benchmarks/README.md``: 100,000 cells, random
+    positions, log1p-like values, 20 genes a density), this encoder is both
+    faster and smaller up to 85 % stored cells for 8- and 16-bit codes (at
+    90 %: 0.989 of libdeflate's bytes, 1.3x and 3x its speed) and up to 10 %
+    for float32 (0.98 of the bytes; from 20 % on its output is 0.7-2.3 %
+    larger, while still faster). Above the limit the writer uses the generic
+    codec.
     """
     if n_cells <= 0:
         return True
@@ -161,7 +160,7 @@ def gzip_members_csc(
     stop = int(indptr[-1])
     codes, rows = codes[:stop], np.ascontiguousarray(indices[:stop], dtype=np.int64)
     # raises ValueError for rows not sorted, distinct and within 0..n_cells-1
-    buf, offsets = _sparse_deflate.deflate_genes(
+    buf, offsets = sparse_deflate.deflate_genes(
         codes.view(np.uint8), rows, np.ascontiguousarray(indptr), int(n_cells), fills, s
     )
     return _frame(buf, np.frombuffer(offsets, np.int64), codes, rows, indptr, int(n_cells), fills)

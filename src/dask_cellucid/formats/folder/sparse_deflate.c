@@ -714,12 +714,12 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_sparse_deflate",
+    PyModuleDef_HEAD_INIT, "sparse_deflate",
     "Raw deflate streams of sparse genes, from their stored values (C).", -1, methods,
     NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__sparse_deflate(void) {
+PyMODINIT_FUNC PyInit_sparse_deflate(void) {
     init_tables();
     return PyModule_Create(&module);
 }
