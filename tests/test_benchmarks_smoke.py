@@ -144,3 +144,13 @@ def test_store_benchmark_runs_a_backed_file_and_reports_bytes(tmp_path: Path) ->
     assert res["ours"]["bytes"] > X.nnz  # values and indices, compressed, plus metadata
     assert res["ours"]["peak_rss_MiB"] > 0
     assert len(res["ours"]["seconds_all"]) == 1
+
+
+def test_density_sweep_runs_and_prints_its_table(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import density
+
+    density.main(["--cells", "2000", "--genes", "2"])
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| uint8")]
+    assert len(rows) == len(density.DENSITIES)
+    # every size ratio is a positive number: both encoders wrote something
+    assert all(float(r.split("|")[3]) > 0 for r in rows)
