@@ -1,12 +1,9 @@
-"""The one C extension (the sparse-aware gzip encoder's loops); the rest is pyproject.toml."""
+"""The one C extension (deflate encoders for sparse genes and float chunks); the rest is pyproject.toml."""
 
 from setuptools import Extension, setup
 
 setup(
     ext_modules=[
-        Extension(
-            "dask_cellucid.formats.folder.sparse_deflate",
-            ["src/dask_cellucid/formats/folder/sparse_deflate.c"],
-        )
+        Extension("dask_cellucid.deflate_kernels", ["src/dask_cellucid/deflate_kernels.c"]),
     ]
 )

@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dask_cellucid import codecs
+from dask_cellucid import deflate_kernels as sd
 from dask_cellucid.formats.folder import kernels
-from dask_cellucid.formats.folder import sparse_deflate as sd
 from dask_cellucid.formats.folder import sparse_gzip as sg
 
 DTYPES = [np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32)]

@@ -26,7 +26,7 @@ If that block would be larger than storing the bytes (incompressible values,
 nearly every cell stored), stored blocks are written instead, so a member is
 never larger than :func:`stored_size`: ``n_bytes + 5`` per 65,535 bytes, + 18.
 
-The loops are a small C extension (``sparse_deflate.c``, which releases
+The loops are a small C extension (``deflate_kernels.c``, which releases
 the GIL): per gene, a pass over its stored values to count symbols, a
 length-limited Huffman code (Moffat-Katajainen, then Kraft redistribution),
 the header, and a second pass that writes the bits; about 35 ns a stored
@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 
 from dask_cellucid import codecs
-from dask_cellucid.formats.folder import sparse_deflate
+from dask_cellucid.deflate_kernels import deflate_genes
 
 __all__ = [
     "SPARSE_DENSITY_LIMIT",
@@ -160,7 +160,7 @@ def gzip_members_csc(
     stop = int(indptr[-1])
     codes, rows = codes[:stop], np.ascontiguousarray(indices[:stop], dtype=np.int64)
     # raises ValueError for rows not sorted, distinct and within 0..n_cells-1
-    buf, offsets = sparse_deflate.deflate_genes(
+    buf, offsets = deflate_genes(
         codes.view(np.uint8), rows, np.ascontiguousarray(indptr), int(n_cells), fills, s
     )
     return _frame(buf, np.frombuffer(offsets, np.int64), codes, rows, indptr, int(n_cells), fills)
