@@ -534,16 +534,22 @@ STORE = """## The Cellucid-ready store against cellucid 0.9.5
 `python -m benchmarks.store` (its docstring says how): `prepare(format="zarr")`
 of dask-cellucid and of cellucid 0.9.5 on the same input, each write in a fresh
 process (peak RSS is the whole process's, input included), the writers
-interleaved; 2 threads, default `codec="auto"` (libdeflate). Measured on
-2026-12-07, load average 1.5-2.1.
+interleaved; 2 threads, default `codec="auto"`. Measured on 2026-12-07 04:13,
+load average 1.2-2.8.
 
 M (100,000 x 2,000, 8 % non-zero, CSR float32, NaN-free, read from an `.h5ad`
 into memory before the clock starts), 5 repeats:
 
 | writer | median s (all) | speed-up | peak RSS | store bytes |
 |---|---|---|---|---|
-| cellucid 0.9.5 | 3.39 (3.08-3.66) | 1x | 397 MiB | 68,949,995 |
-| dask-cellucid | 1.24 (1.16-1.31) | **2.7x** | 396 MiB | 68,485,649 (0.993x) |
+| cellucid 0.9.5 | 3.22 (3.07-3.25) | 1x | 397 MiB | 68,949,995 |
+| dask-cellucid | 0.84 (0.82-0.89) | **3.85x** | 399 MiB | 68,680,811 (0.996x) |
+
+An earlier run of the same code gave 3.63x. Before `deflate_literals` (the
+values chunks of M are continuous floats, where a match search finds almost
+nothing: libdeflate's level 1 took 0.86 CPU-s on them, a Huffman block of
+their bytes 0.17 s, +0.35 % bytes) the same benchmark gave 1.24 s against
+3.39 s, 2.7x.
 
 Backed CSR `.h5ad` files (`benchmarks/outofcore.py make`, log1p of geometric
 counts at 8 %, x 4,000 genes), ours with `max_memory="600MB"`, one run each:
@@ -553,6 +559,11 @@ counts at 8 %, x 4,000 genes), ours with `max_memory="600MB"`, one run each:
 | 250,000 | 80 M | 0.66 GB | 13.4 s | 464 MiB | 39.1 s | 1,924 MiB | 1.027 |
 | 500,000 | 160 M | 1.31 GB | 24.1 s | 551 MiB | 72.4 s | 2,569 MiB | 1.027 |
 | 1,000,000 | 320 M | 2.62 GB | 37.2 s | 624 MiB | not run | | |
+
+Ours again after `deflate_literals` (04:15, 3 repeats, median (range), peak RSS
+over the repeats): 250,000 cells 9.9 s (8.7-10.8), 503 MiB; 500,000 cells
+22.0 s (19.4-27.7), 555 MiB. These files' values chunks compress (few distinct
+floats), so they keep libdeflate's level 6: the change is run-to-run spread.
 
 The matrix part of our memory is bounded by the budget; what still grows with
 the matrix is `obs` (every cell's name is held as a Python string, as
