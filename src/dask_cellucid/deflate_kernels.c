@@ -459,6 +459,28 @@ static inline void put(Bits *w, uint64_t value, int n) {
     }
 }
 
+/* A dynamic block's header: BFINAL=1, BTYPE=10, HLIT, HDIST, HCLEN, then the code lengths. */
+static void put_header(Bits *w, const Header *h, const uint32_t *cl_code) {
+    put(w, 1 | (2 << 1) | ((h->hlit - 257) << 3) | ((h->hdist - 1) << 8) | ((h->hclen - 4) << 13),
+        17);
+    for (int i = 0; i < h->hclen; i++) put(w, (uint64_t)h->cl_len[CL_ORDER[i]], 3);
+    for (int i = 0; i < h->n_cl; i++) {
+        int c = h->cl_sym[i];
+        put(w, cl_code[c] | ((uint64_t)h->cl_xval[i] << h->cl_len[c]),
+            (int)h->cl_len[c] + cl_extra_bits(c));
+    }
+}
+
+/* Write out the last, partial bytes; the end position. */
+static int64_t flush_bits(Bits *w) {
+    while (w->n_acc > 0) {
+        w->out[w->pos++] = (uint8_t)w->acc;
+        w->acc >>= 8;
+        w->n_acc -= 8;
+    }
+    return w->pos;
+}
+
 static int64_t write_dynamic(const Gene *g, int64_t threshold, const int64_t *lit_len,
                              uint8_t *out, int64_t pos) {
     const int s = g->s, period = g->period;
@@ -474,15 +496,7 @@ static int64_t write_dynamic(const Gene *g, int64_t threshold, const int64_t *li
     reversed_codes(h.dist_len, 4, dist_code);
     reversed_codes(h.cl_len, 19, cl_code);
 
-    /* BFINAL=1, BTYPE=10 (dynamic), HLIT, HDIST, HCLEN */
-    put(&w, 1 | (2 << 1) | ((h.hlit - 257) << 3) | ((h.hdist - 1) << 8) | ((h.hclen - 4) << 13),
-        17);
-    for (int i = 0; i < h.hclen; i++) put(&w, (uint64_t)h.cl_len[CL_ORDER[i]], 3);
-    for (int i = 0; i < h.n_cl; i++) {
-        int c = h.cl_sym[i];
-        put(&w, cl_code[c] | ((uint64_t)h.cl_xval[i] << h.cl_len[c]),
-            (int)h.cl_len[c] + cl_extra_bits(c));
-    }
+    put_header(&w, &h, cl_code);
 
     /* a match as one token: its length code, extra bits and distance code */
     int dc = DIST_CODE[period];
@@ -528,12 +542,7 @@ static int64_t write_dynamic(const Gene *g, int64_t threshold, const int64_t *li
         }
     }
     put(&w, lit_code[EOB], (int)lit_len[EOB]);
-    while (w.n_acc > 0) {
-        out[w.pos++] = (uint8_t)w.acc;
-        w.acc >>= 8;
-        w.n_acc -= 8;
-    }
-    return w.pos;
+    return flush_bits(&w);
 }
 
 /* n_bytes of bytes as stored blocks at out + pos; the end. */
@@ -584,14 +593,7 @@ static int64_t write_literals(const uint8_t *data, int64_t n, uint8_t *out) {
     reversed_codes(h.dist_len, 4, dist_code);
     reversed_codes(h.cl_len, 19, cl_code);
     Bits w = {out, 0, 0, 0};
-    put(&w, 1 | (2 << 1) | ((h.hlit - 257) << 3) | ((h.hdist - 1) << 8) | ((h.hclen - 4) << 13),
-        17);
-    for (int i = 0; i < h.hclen; i++) put(&w, (uint64_t)h.cl_len[CL_ORDER[i]], 3);
-    for (int i = 0; i < h.n_cl; i++) {
-        int c = h.cl_sym[i];
-        put(&w, cl_code[c] | ((uint64_t)h.cl_xval[i] << h.cl_len[c]),
-            (int)h.cl_len[c] + cl_extra_bits(c));
-    }
+    put_header(&w, &h, cl_code);
     uint64_t code[256];
     int len[256];
     for (int b = 0; b < 256; b++) {
@@ -600,12 +602,7 @@ static int64_t write_literals(const uint8_t *data, int64_t n, uint8_t *out) {
     }
     for (int64_t i = 0; i < n; i++) put(&w, code[data[i]], len[data[i]]);
     put(&w, lit_code[EOB], (int)lit_len[EOB]);
-    while (w.n_acc > 0) {
-        out[w.pos++] = (uint8_t)w.acc;
-        w.acc >>= 8;
-        w.n_acc -= 8;
-    }
-    return w.pos;
+    return flush_bits(&w);
 }
 
 /* -- Python ---------------------------------------------------------------------------------- */

@@ -323,14 +323,20 @@ def _huffman(counts: list[int]) -> tuple[int, int]:
     return cost, heap[0][1]
 
 
+def _code_lengths(counts: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """``(counts, lengths)``: at least two used symbols, then their 15-bit-limited code."""
+    c = np.array(counts, np.int64)
+    if (c > 0).sum() < 2:
+        c[:2] += 1
+    lengths = np.zeros(len(c), np.int64)
+    sd.huffman_lengths(c, 15, lengths)
+    return c, lengths
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.integers(0, 10_000), min_size=2, max_size=286))
 def test_code_lengths_are_optimal_complete_and_limited(counts) -> None:
-    counts = np.array(counts, np.int64)
-    if (counts > 0).sum() < 2:
-        counts[:2] += 1
-    lengths = np.zeros(len(counts), np.int64)
-    sd.huffman_lengths(counts, 15, lengths)
+    counts, lengths = _code_lengths(counts)
     used = counts > 0
     assert ((lengths > 0) == used).all()
     assert lengths.max() <= 15
@@ -348,11 +354,7 @@ def test_code_lengths_are_optimal_complete_and_limited(counts) -> None:
 @given(st.lists(st.integers(0, 3), min_size=2, max_size=40))
 def test_code_lengths_are_ordered_by_count_then_symbol(counts) -> None:
     """A commoner symbol never has a longer code; equal counts: the lower symbol's is longer."""
-    counts = np.array(counts, np.int64)
-    if (counts > 0).sum() < 2:
-        counts[:2] += 1
-    n = np.zeros(len(counts), np.int64)
-    sd.huffman_lengths(counts, 15, n)
+    counts, n = _code_lengths(counts)
     used = np.flatnonzero(counts)
     for i in used:
         for j in used:
