@@ -25,7 +25,8 @@ def csr_and_groups(draw: st.DrawFn) -> tuple[sp.csr_matrix, np.ndarray, list[int
     density = draw(st.floats(0, 1))
     seed = draw(st.integers(0, 2**32 - 1))
     x = sp.random(n_rows, n_cols, density=density, format="csr", random_state=seed)
-    x = x.astype(np.float32)
+    # every item size the C scatter copies: 1, 2, 4 and 8 bytes
+    x = x.astype(draw(st.sampled_from([np.float32, np.float64, np.int16, np.uint8])))
     if draw(st.booleans()):  # every entry stored twice: sorted, not canonical
         x = sp.csr_matrix(
             (np.repeat(x.data, 2), np.repeat(x.indices, 2), x.indptr * 2), shape=x.shape
@@ -112,3 +113,23 @@ def test_csr_export_equals_dense_export(tmp_path: Path, monkeypatch, rows, subse
     if subset:
         opts["gene_identifiers"] = genes[1::3]
     assert_matches_dense_export(x, genes, tmp_path, **opts)
+
+
+def test_the_c_scatter_refuses_what_it_cannot_hold() -> None:
+    """Columns outside the group, ranges outside the arrays, outputs of the wrong size."""
+    from dask_cellucid.sparse_kernels import csc_from_row_ranges
+
+    x = sp.csr_matrix(np.eye(3, dtype=np.float32))
+    starts, ends = x.indptr[:-1].astype(np.int64), x.indptr[1:].astype(np.int64)
+
+    def call(col_lo: int, n_cols: int, nnz: int, s=starts, e=ends) -> None:
+        out = (np.empty(n_cols + 1, np.int64), np.empty(nnz, np.int32), np.empty(nnz, np.float32))
+        csc_from_row_ranges(s, e, x.indices, x.data, col_lo, n_cols, *out)
+
+    call(0, 3, 3)  # the whole matrix: fine
+    with pytest.raises(ValueError, match="outside the group"):
+        call(0, 1, 3)
+    with pytest.raises(ValueError, match="do not hold"):
+        call(0, 3, 2)
+    with pytest.raises(ValueError, match="outside the arrays"):
+        call(0, 3, 3, e=ends + 5)
