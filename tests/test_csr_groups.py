@@ -113,23 +113,3 @@ def test_csr_export_equals_dense_export(tmp_path: Path, monkeypatch, rows, subse
     if subset:
         opts["gene_identifiers"] = genes[1::3]
     assert_matches_dense_export(x, genes, tmp_path, **opts)
-
-
-def test_the_c_scatter_refuses_what_it_cannot_hold() -> None:
-    """Columns outside the group, ranges outside the arrays, outputs of the wrong size."""
-    from dask_cellucid.sparse_kernels import csc_from_row_ranges
-
-    x = sp.csr_matrix(np.eye(3, dtype=np.float32))
-    starts, ends = x.indptr[:-1].astype(np.int64), x.indptr[1:].astype(np.int64)
-
-    def call(col_lo: int, n_cols: int, nnz: int, s=starts, e=ends) -> None:
-        out = (np.empty(n_cols + 1, np.int64), np.empty(nnz, np.int32), np.empty(nnz, np.float32))
-        csc_from_row_ranges(s, e, x.indices, x.data, col_lo, n_cols, *out)
-
-    call(0, 3, 3)  # the whole matrix: fine
-    with pytest.raises(ValueError, match="outside the group"):
-        call(0, 1, 3)
-    with pytest.raises(ValueError, match="do not hold"):
-        call(0, 3, 2)
-    with pytest.raises(ValueError, match="outside the arrays"):
-        call(0, 3, 3, e=ends + 5)

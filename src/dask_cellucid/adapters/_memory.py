@@ -14,7 +14,6 @@ import scipy.sparse as sp
 from dask.highlevelgraph import HighLevelGraph
 
 from dask_cellucid.errors import UnsupportedInputError
-from dask_cellucid.sparse_kernels import csc_from_row_ranges
 
 from ._base import Source
 
@@ -275,11 +274,6 @@ def _csc_of_group(
     n = x.shape[0]
     starts = np.concatenate([part[:, lo] for part in table])
     ends = np.concatenate([part[:, hi] for part in table])
-    a, b = int(cols[0]), int(cols[-1]) + 1
-    contiguous = b - a == len(cols) and bool(np.all(np.diff(cols) == 1))
-    if x.has_canonical_format:  # scipy checks once and caches the answer
-        csc = _csc_of_row_ranges(x, starts, ends, a, b)
-        return csc if contiguous else sp.csc_matrix(csc[:, cols - a])
     indptr = np.empty(2 * n + 2, x.indices.dtype)
     indptr[0], indptr[-1] = 0, x.nnz
     indptr[1:-1:2], indptr[2:-1:2] = starts, ends
@@ -289,28 +283,10 @@ def _csc_of_group(
     ranges.data, ranges.indices, ranges.indptr = x.data, x.indices, indptr
     csc = sp.csc_matrix(ranges[1::2])
     csc.sum_duplicates()
+    a, b = int(cols[0]), int(cols[-1]) + 1
     csc = _column_slice(csc, a, b)
+    contiguous = b - a == len(cols) and bool(np.all(np.diff(cols) == 1))
     return csc if contiguous else sp.csc_matrix(csc[:, cols - a])
-
-
-def _csc_of_row_ranges(
-    x: sp.csr_matrix, starts: np.ndarray, ends: np.ndarray, a: int, b: int
-) -> sp.csc_matrix:
-    """Columns ``a:b`` of a canonical CSR matrix whose row ``r`` holds them at
-    ``starts[r]:ends[r]``, as canonical CSC: one count and one scatter in C
-    (``sparse_kernels``), where scipy takes a row slice, ``tocsc`` and a check."""
-    starts, ends = starts.astype(np.int64, copy=False), ends.astype(np.int64, copy=False)
-    nnz = int((ends - starts).sum())
-    indptr = np.empty(b - a + 1, np.int64)
-    indices = np.empty(nnz, x.indices.dtype)
-    data = np.empty(nnz, x.data.dtype)
-    csc_from_row_ranges(starts, ends, x.indices, x.data, a, b - a, indptr, indices, data)
-    # Set, not passed to the constructor (which would check and maybe copy them);
-    # scipy's routines want indptr in the indices' dtype.
-    csc = sp.csc_matrix((x.shape[0], b - a), dtype=x.dtype)
-    csc.data, csc.indices, csc.indptr = data, indices, indptr.astype(x.indices.dtype, copy=False)
-    csc.has_canonical_format = True
-    return csc
 
 
 def _csc_of_columns(source: _Sliceable, cols: np.ndarray) -> sp.csc_matrix:
