@@ -117,9 +117,13 @@ def gzip_member(data: bytes | memoryview, level: int, codec: str = "zlib") -> by
     view = memoryview(data).cast("B")
     if codec == "libdeflate":
         return _libdeflate_gzip(view, level)
-    body = _ENCODERS[codec][1](view, level)
-    trailer = struct.pack("<II", crc32(view), view.nbytes & 0xFFFFFFFF)
-    return b"".join((GZIP_HEADER, body, trailer))
+    return gzip_frame(_ENCODERS[codec][1](view, level), crc32(view), view.nbytes)
+
+
+def gzip_frame(body: bytes | memoryview, crc: int, size: int) -> bytes:
+    """A raw deflate ``body`` of ``size`` bytes whose CRC-32 is ``crc``, as one gzip
+    member with the spec's fixed header (the trailer: CRC-32, then ISIZE)."""
+    return b"".join((GZIP_HEADER, body, struct.pack("<II", crc, size & 0xFFFFFFFF)))
 
 
 # -- reading: one gzip member, checked as strictly as the spec asks (section 1) --------

@@ -12,8 +12,8 @@ work that grows with the number of stored values:
   with that period) of at most 258 bytes each; a remainder of 1 or 2 bytes is
   balanced into the last two matches (259 = 256 + 3). A short run is all
   literals: below a per-gene threshold (3 to 11 bytes of match, the one of
-  ``RUN_MATCH_CANDIDATES`` that gives the fewest bits: the fill literal is
-  often the commonest symbol and costs a bit or two);
+  ``RUN_MATCH_CANDIDATES`` in ``deflate_kernels.c`` that gives the fewest
+  bits: the fill literal is often the commonest symbol and costs a bit or two);
 - each stored value's bytes are literals;
 - a gene is one dynamic-Huffman block: literal/length code lengths from the
   symbol counts (an optimal Huffman code, limited to 15 bits by the usual
@@ -47,7 +47,6 @@ Pure kernels (C, NumPy and ``codecs.crc32``): no Dask, no storage.
 
 from __future__ import annotations
 
-import struct
 from typing import Any
 
 import numpy as np
@@ -185,14 +184,12 @@ def _frame(
     uint = np.dtype(f"<u{codes.dtype.itemsize}")
     dense = np.empty(n_cells, uint)
     code_int, fill_int = codes.view(uint), fills.view(uint)
-    isize = (n_cells * uint.itemsize) & 0xFFFFFFFF
     view = memoryview(buf)
     out = []
     for k in range(len(fills)):
         a, b = int(indptr[k]), int(indptr[k + 1])
         dense.fill(fill_int[k])
         dense[rows[a:b]] = code_int[a:b]
-        trailer = struct.pack("<II", codecs.crc32(dense), isize)
         body = view[int(offsets[k]) : int(offsets[k + 1])]
-        out.append(b"".join((codecs.GZIP_HEADER, body, trailer)))
+        out.append(codecs.gzip_frame(body, codecs.crc32(dense), dense.nbytes))
     return out

@@ -257,7 +257,6 @@ def _blosc(itemsize: int) -> Any:
 _INCOMPRESSIBLE = 0.8
 _SAMPLE_BYTES = 4096
 _ZLIB_HEADER = b"\x78\x01"  # deflate, 32 KiB window, "fastest" (informative only)
-_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # no name, time 0
 
 
 def _libdeflate_values(raw: bytes, *, gzip: bool = False) -> bytes:
@@ -269,15 +268,15 @@ def _libdeflate_values(raw: bytes, *, gzip: bool = False) -> bytes:
     """
     import deflate
 
+    from dask_cellucid import codecs
     from dask_cellucid.deflate_kernels import deflate_literals
 
     if len(raw) >= 4 * _SAMPLE_BYTES:
         sample = len(deflate.zlib_compress(raw[:_SAMPLE_BYTES], 1))
         if sample > _INCOMPRESSIBLE * _SAMPLE_BYTES:
             body = deflate_literals(raw)
-            if gzip:
-                trailer = struct.pack("<II", zlib.crc32(raw), len(raw) & 0xFFFFFFFF)
-                return b"".join((_GZIP_HEADER, body, trailer))
+            if gzip:  # zarr v3's gzip codec: any header; this one has time 0, as 0.9.5's
+                return codecs.gzip_frame(body, codecs.crc32(raw), len(raw))
             return b"".join((_ZLIB_HEADER, body, struct.pack(">I", zlib.adler32(raw))))
     encode = deflate.gzip_compress if gzip else deflate.zlib_compress
     return bytes(encode(raw, DEFLATE_LEVEL))
